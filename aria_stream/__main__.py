@@ -1,0 +1,3 @@
+from aria_stream.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,383 @@
+"""Incremental splitting of a spend-log response body into rows, as its bytes arrive.
+
+Three body shapes are accepted: a top-level array (legacy ``/spend/logs``), the ``{"data": [...]}``
+envelope of ``/spend/logs/v2`` and ``/spend/logs/ui``, and JSON lines (one row per line).
+
+How rows are found, and why it is safe:
+
+1. Each array element is cut out of the buffer and decoded on its own with orjson, so memory
+   holds at most one unfinished row and decoding runs at orjson's speed.
+2. The end of an object element is found cheaply with a regular expression: a ``}`` followed by
+   ``,`` and the opening of the next row (``{"request_id"`` once the first key is known), or by
+   the closing ``]``. Such a match can also occur inside a row, for example in a nested list of
+   objects, but a JSON object is never a valid prefix of a longer JSON object, so orjson accepts
+   the slice only at the true end.
+3. When orjson rejects a slice, the row is scanned byte by byte (strings and nesting tracked) to
+   find its exact end. A row that still fails to decode is reported as malformed and skipped.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+_WHITESPACE = b" \t\r\n"
+_ENVELOPE_HEAD = re.compile(
+    rb'\{\s*((?:"[^"\\]*"\s*:\s*(?:-?[0-9][0-9.eE+-]*|true|false|null|"[^"\\]*")\s*,\s*)*)'
+    rb'"data"\s*:\s*\['
+)
+_ANY_ROW_END = re.compile(rb"\}[ \t\r\n]*[,\]]")
+_STRUCTURAL = re.compile(rb'[\[\]{}"]')
+_STRING_REST = re.compile(rb'(?:[^"\\]|\\.)*"', re.DOTALL)
+_SCALAR_END = re.compile(rb"[,\]]")
+# Bytes kept unsearched at the end of the buffer, because a row end pattern may be cut there.
+_LOOKAHEAD = 256
+_EXCERPT_CHARS = 120
+
+
+class BodyError(ValueError):
+    """The body is not a spend-log document that can be read to its end."""
+
+
+class NotJSONBody(BodyError):
+    """The body does not start like JSON (an HTML error page, plain text...)."""
+
+    def __init__(self, excerpt: str) -> None:
+        super().__init__(f"body is not JSON: {excerpt!r}")
+        self.excerpt = excerpt
+
+
+class TruncatedBody(BodyError):
+    """The body ended before its JSON document was complete."""
+
+
+@dataclass(frozen=True, slots=True)
+class MalformedRow:
+    """An element that could be cut out of the body but not decoded into a row object."""
+
+    reason: str
+    excerpt: str
+
+
+def excerpt_of(data: bytes | bytearray, limit: int = _EXCERPT_CHARS) -> str:
+    """Return a short, single-line, printable excerpt of a body for an error message."""
+    text = bytes(data[: limit * 4]).decode("utf-8", errors="replace")
+    text = re.sub(r"<[^>]*>", " ", text)
+    text = " ".join(text.split())
+    return text[:limit]
+
+
+Item = dict[str, Any] | MalformedRow
+
+
+class RowSplitter:
+    """Push parser: ``feed`` bytes as they arrive and get the rows completed so far.
+
+    After the last chunk, ``close`` checks that the document ended properly and raises
+    ``TruncatedBody`` otherwise. ``envelope`` holds the envelope's other members (``total``,
+    ``total_is_capped``...) once they have been read; LiteLLM sends them after ``data``.
+    """
+
+    def __init__(self) -> None:
+        self.shape: Literal["array", "envelope", "lines", "document"] | None = None
+        self.envelope: dict[str, Any] = {}
+        self.rows_seen = 0
+        self._buf = bytearray()
+        self._pos = 0
+        self._search_from = 0
+        self._in_array = False
+        self._array_done = False
+        self._expect_value = True
+        self._row_end: re.Pattern[bytes] = _ANY_ROW_END
+        self._first_key: str | None = None
+        self._scan_depth = 0
+        self._scan_from = -1
+        self._elements = 0
+        self._decoded: object = None
+
+    def feed(self, chunk: bytes) -> list[Item]:
+        """Add a chunk of the body and return the rows it completed, in body order."""
+        self._buf += chunk
+        items: list[Item] = []
+        if self.shape is None and not self._detect_shape(final=False):
+            return items
+        if self.shape == "lines":
+            self._split_lines(items, final=False)
+        elif not self._array_done:
+            self._split_array(items)
+        self._compact()
+        return items
+
+    def close(self) -> list[Item]:
+        """Finish the body: return the last rows, or raise ``BodyError`` if it is incomplete."""
+        items: list[Item] = []
+        if self.shape is None and not self._detect_shape(final=True):
+            return items
+        if self.shape == "lines":
+            self._split_lines(items, final=True)
+            return items
+        if self.shape == "document":
+            self._read_document(items)
+            return items
+        if not self._array_done:
+            self._split_array(items, final=True)
+        if not self._array_done:
+            raise TruncatedBody(
+                f"body ended inside the row list after {self.rows_seen} rows"
+            )
+        if self.shape == "envelope":
+            self._read_envelope_tail()
+        elif self._buf[self._pos :].strip(_WHITESPACE):
+            raise BodyError(
+                f"unexpected data after the row list: {excerpt_of(self._buf[self._pos :])!r}"
+            )
+        return items
+
+    def _detect_shape(self, *, final: bool) -> bool:
+        start = 0
+        while start < len(self._buf) and self._buf[start] in _WHITESPACE:
+            start += 1
+        if start == len(self._buf):
+            if final:
+                raise BodyError("body is empty")
+            return False
+        first = self._buf[start]
+        if first == ord("["):
+            self.shape = "array"
+            self._pos = start + 1
+            self._in_array = True
+            return True
+        if first != ord("{"):
+            raise NotJSONBody(excerpt_of(self._buf[start:]))
+        head = _ENVELOPE_HEAD.match(self._buf, start)
+        if head is not None:
+            self.shape = "envelope"
+            members = head.group(1).rstrip(_WHITESPACE).rstrip(b",")
+            if members:
+                self.envelope.update(orjson.loads(b"{" + members + b"}"))
+            self._pos = head.end()
+            self._in_array = True
+            return True
+        newline = self._buf.find(b"\n", start)
+        if newline >= 0:
+            try:
+                orjson.loads(self._buf[start:newline])
+            except orjson.JSONDecodeError:
+                pass
+            else:
+                self.shape = "lines"
+                self._pos = start
+                return True
+        if final:
+            self.shape = "document"
+            self._pos = start
+            return True
+        if len(self._buf) > 1 << 20:
+            raise BodyError(
+                "body starts with an object that is neither a {\"data\": [...]} envelope "
+                "nor JSON lines"
+            )
+        return False
+
+    def _split_lines(self, items: list[Item], *, final: bool) -> None:
+        buf = self._buf
+        while True:
+            newline = buf.find(b"\n", self._pos)
+            if newline < 0:
+                if final and buf[self._pos :].strip(_WHITESPACE):
+                    line = bytes(buf[self._pos :])
+                    self._pos = len(buf)
+                    try:
+                        value = orjson.loads(line)
+                    except orjson.JSONDecodeError as error:
+                        raise TruncatedBody(
+                            f"body ended inside a JSON line after {self.rows_seen} rows"
+                        ) from error
+                    items.append(self._as_row(value, line))
+                return
+            line = bytes(buf[self._pos : newline])
+            self._pos = newline + 1
+            if line.strip(_WHITESPACE):
+                items.append(self._decode(line))
+
+    def _split_array(self, items: list[Item], *, final: bool = False) -> None:
+        buf = self._buf
+        size = len(buf)
+        while True:
+            pos = self._pos
+            while pos < size and buf[pos] in _WHITESPACE:
+                pos += 1
+            if pos == size:
+                self._pos = pos
+                return
+            byte = buf[pos]
+            if not self._expect_value:
+                if byte == ord(","):
+                    self._pos = pos + 1
+                    self._expect_value = True
+                    continue
+                if byte == ord("]"):
+                    self._finish_array(pos)
+                    return
+                self._pos = pos
+                raise BodyError(f"expected ',' or ']' between rows, got {excerpt_of(buf[pos:])!r}")
+            if byte == ord("]") and self._elements == 0:
+                self._finish_array(pos)
+                return
+            self._pos = pos
+            self._decoded = None
+            end = self._find_element_end(pos, final=final)
+            if end < 0:
+                return
+            if self._decoded is not None:
+                items.append(self._as_row(self._decoded, b""))
+            else:
+                items.append(self._decode(bytes(buf[pos:end])))
+            self._elements += 1
+            self._pos = end
+            self._search_from = end
+            self._scan_from = -1
+            self._expect_value = False
+
+    def _finish_array(self, pos: int) -> None:
+        self._pos = pos + 1
+        self._array_done = True
+        self._in_array = False
+
+    def _find_element_end(self, start: int, *, final: bool) -> int:
+        """Return the index just past the element starting at ``start``, or -1 for more data."""
+        buf = self._buf
+        if buf[start] != ord("{"):
+            return self._find_other_end(start)
+        if self._scan_from < 0:
+            search = max(self._search_from, start)
+            while True:
+                match = self._row_end.search(buf, search)
+                if match is None and final:
+                    self._scan_from, self._scan_depth = start, 0
+                    break
+                if match is None:
+                    self._search_from = max(start, len(buf) - _LOOKAHEAD)
+                    return -1
+                end = match.start() + 1
+                try:
+                    self._decoded = orjson.loads(buf[start:end])
+                except orjson.JSONDecodeError:
+                    # A nested list of objects, or a malformed row: settle it by exact scanning.
+                    self._scan_from = start
+                    self._scan_depth = 0
+                    break
+                return end
+        return self._scan_exact(start)
+
+    def _scan_exact(self, start: int) -> int:
+        buf = self._buf
+        pos = self._scan_from
+        depth = self._scan_depth
+        while True:
+            match = _STRUCTURAL.search(buf, pos)
+            if match is None:
+                self._scan_from, self._scan_depth = len(buf), depth
+                return -1
+            pos = match.start()
+            byte = buf[pos]
+            if byte == ord('"'):
+                string = _STRING_REST.match(buf, pos + 1)
+                if string is None:
+                    self._scan_from, self._scan_depth = pos, depth
+                    return -1
+                pos = string.end()
+                continue
+            pos += 1
+            if byte in b"{[":
+                depth += 1
+            else:
+                depth -= 1
+                if depth == 0:
+                    return pos
+
+    def _find_other_end(self, start: int) -> int:
+        if self._buf[start] in b'["':
+            if self._scan_from < 0:
+                self._scan_from, self._scan_depth = start, 0
+            if self._buf[start] == ord('"'):
+                string = _STRING_REST.match(self._buf, start + 1)
+                return -1 if string is None else string.end()
+            return self._scan_exact(start)
+        match = _SCALAR_END.search(self._buf, start)
+        if match is None:
+            return -1
+        end = match.start()
+        while end > start and self._buf[end - 1] in _WHITESPACE:
+            end -= 1
+        return end
+
+    def _decode(self, data: bytes) -> Item:
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError as error:
+            return MalformedRow(reason=f"invalid JSON: {error}", excerpt=excerpt_of(data))
+        return self._as_row(value, data)
+
+    def _as_row(self, value: object, data: bytes) -> Item:
+        if not isinstance(value, dict):
+            return MalformedRow(
+                reason=f"row is a JSON {type(value).__name__}, not an object",
+                excerpt=excerpt_of(data or orjson.dumps(value)),
+            )
+        self.rows_seen += 1
+        if self._first_key is None and value and self.shape != "lines":
+            self._learn_first_key(next(iter(value)))
+        return value
+
+    def _learn_first_key(self, key: str) -> None:
+        self._first_key = key
+        quoted = re.escape(orjson.dumps(key))
+        self._row_end = re.compile(rb"\}[ \t\r\n]*(?:,[ \t\r\n]*\{[ \t\r\n]*" + quoted + rb"|\])")
+
+    def _read_document(self, items: list[Item]) -> None:
+        data = bytes(self._buf[self._pos :])
+        try:
+            document = orjson.loads(data)
+        except orjson.JSONDecodeError as error:
+            raise TruncatedBody(f"body is not a complete JSON document: {error}") from error
+        rows = document.get("data") if isinstance(document, dict) else None
+        if isinstance(rows, list):
+            self.shape = "envelope"
+            self.envelope.update({key: value for key, value in document.items() if key != "data"})
+            items.extend(self._as_row(row, b"") for row in rows)
+        else:
+            items.append(self._as_row(document, data))
+        self._pos = len(self._buf)
+
+    def _read_envelope_tail(self) -> None:
+        tail = bytes(self._buf[self._pos :]).strip(_WHITESPACE)
+        if not tail.endswith(b"}"):
+            raise TruncatedBody("body ended after the row list, before the envelope closed")
+        members = tail[:-1].strip(_WHITESPACE)
+        if not members:
+            return
+        if not members.startswith(b","):
+            raise BodyError(f"unexpected data after the row list: {excerpt_of(tail)!r}")
+        try:
+            extra = orjson.loads(b"{" + members[1:] + b"}")
+        except orjson.JSONDecodeError as error:
+            raise BodyError(f"envelope members after the row list are invalid: {error}") from error
+        if isinstance(extra, dict):
+            self.envelope.update(extra)
+
+    def _compact(self) -> None:
+        """Drop consumed bytes so the buffer holds only the unfinished row."""
+        keep_from = self._pos
+        if self._scan_from >= 0:
+            keep_from = min(keep_from, self._scan_from)
+        if keep_from < 1 << 16 and keep_from * 2 < len(self._buf):
+            return
+        del self._buf[:keep_from]
+        self._pos -= keep_from
+        self._search_from = max(0, self._search_from - keep_from)
+        if self._scan_from >= 0:
+            self._scan_from -= keep_from

@@ -1,0 +1,125 @@
+// Wires the viewer page: opens one spend stream per tab, routes its events to the
+// row table and the status area, and closes the stream when the page is hidden.
+
+import { buildStreamUrl, openStream, READY_STATE } from './source.js';
+import { renderRow } from './render.js';
+import { createRowTable } from './table.js';
+import { createStatusView } from './status.js';
+
+// Rows kept in the table. Older rows are dropped and counted.
+const MAX_ROWS = 5000;
+const ROWS_SELECTOR = '#spend-rows';
+
+const EVENTS = {
+  meta: 'meta',
+  entries: 'entries',
+  progress: 'progress',
+  upstreamError: 'upstream_error',
+  done: 'done',
+};
+
+function isPlainObject(value) {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
+
+function startViewer() {
+  const status = createStatusView(document);
+  const table = createRowTable(document.querySelector(ROWS_SELECTOR), {
+    maxRows: MAX_ROWS,
+    renderRow,
+    onFlush: (summary) => {
+      status.showRowSummary(summary);
+      updateEmptyNote();
+    },
+  });
+
+  let stream = null;
+  let receivedMeta = false;
+  let backfillDone = false;
+
+  function updateEmptyNote() {
+    status.showEmptyNote(backfillDone && table.rowCount + table.pendingCount === 0);
+  }
+
+  function handleMeta(meta) {
+    // NOTE: this assumes that the server sends the whole backfill again after a
+    // reconnect, so the rows of the previous connection are cleared. Revisit this
+    // if the server starts to resume from Last-Event-ID.
+    if (receivedMeta) {
+      table.clear();
+    }
+    receivedMeta = true;
+    backfillDone = false;
+    updateEmptyNote();
+    status.hideUpstreamError();
+    status.showSource(meta);
+    status.showProgress(0, meta.total);
+    status.setState('backfilling');
+  }
+
+  function handleEntries(entries) {
+    if (!Array.isArray(entries)) {
+      console.warn('Ignored an "entries" event: its data is not a JSON array.', entries);
+      return;
+    }
+    const rows = entries.filter(isPlainObject);
+    if (rows.length < entries.length) {
+      console.warn(`Ignored ${entries.length - rows.length} entries that are not JSON objects.`);
+    }
+    table.queueEntries(rows, { live: backfillDone });
+  }
+
+  function handleProgress(progress) {
+    if (!backfillDone) {
+      status.showProgress(progress.sent, progress.total);
+    }
+  }
+
+  function handleUpstreamError(error) {
+    status.showUpstreamError(error);
+    status.setState('upstreamError');
+  }
+
+  function handleDone() {
+    backfillDone = true;
+    status.hideProgress();
+    status.setState('live');
+    updateEmptyNote();
+  }
+
+  function handleConnectionError(readyState) {
+    status.setState(readyState === READY_STATE.CLOSED ? 'disconnected' : 'reconnecting');
+  }
+
+  function connect() {
+    stream?.close();
+    status.setState('connecting');
+    stream = openStream(buildStreamUrl(window.location.search), {
+      handlers: {
+        [EVENTS.meta]: handleMeta,
+        [EVENTS.entries]: handleEntries,
+        [EVENTS.progress]: handleProgress,
+        [EVENTS.upstreamError]: handleUpstreamError,
+        [EVENTS.done]: handleDone,
+      },
+      onConnectionError: handleConnectionError,
+    });
+  }
+
+  function disconnect() {
+    stream?.close();
+    stream = null;
+  }
+
+  status.onReconnectClick(connect);
+  window.addEventListener('pagehide', disconnect);
+  // A page restored from the back/forward cache had its stream closed on pagehide.
+  window.addEventListener('pageshow', (event) => {
+    if (event.persisted) {
+      connect();
+    }
+  });
+  connect();
+}
+
+startViewer();
