@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
 import orjson
+from aiohttp import web
 
 
 class UpstreamError(Exception):

@@ -125,9 +125,7 @@ class RowSplitter:
         if not self._array_done:
             self._split_array(items, final=True)
         if not self._array_done:
-            raise TruncatedBody(
-                f"body ended inside the row list after {self.rows_seen} rows"
-            )
+            raise TruncatedBody(f"body ended inside the row list after {self.rows_seen} rows")
         if self.shape == "envelope":
             self._read_envelope_tail()
         elif self._buf[self._pos :].strip(_WHITESPACE):
@@ -177,7 +175,7 @@ class RowSplitter:
             return True
         if len(self._buf) > 1 << 20:
             raise BodyError(
-                "body starts with an object that is neither a {\"data\": [...]} envelope "
+                'body starts with an object that is neither a {"data": [...]} envelope '
                 "nor JSON lines"
             )
         return False

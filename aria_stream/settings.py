@@ -7,6 +7,7 @@ README lists every field.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
@@ -27,6 +28,11 @@ class Settings(BaseSettings):
         default=None,
         description="LiteLLM master key (or a key allowed to read spend logs), "
         "sent as 'Authorization: Bearer'.",
+    )
+    from_file: Path | None = Field(
+        default=None,
+        description="Stream a saved spend-log dump (a /spend/logs array, a v2/ui envelope or "
+        "JSON lines) instead of a LiteLLM proxy.",
     )
     host: str = Field(default="127.0.0.1", description="Address the server binds to.")
     port: int = Field(default=8765, ge=0, le=65535, description="TCP port the server listens on.")

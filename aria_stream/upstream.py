@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -107,12 +107,19 @@ class LiteLLMClient:
     """Spend-log reader for one LiteLLM proxy; remembers the endpoint and page size that work."""
 
     def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
+        self.kind = "litellm"
+        self.origin = http.base_url.host
         self.http = http
         self.settings = settings
         self.endpoint: Endpoint | None = None
         self.max_page_size = settings.page_size
         self.last_success: float | None = None
         self.last_error: UpstreamError | None = None
+
+    @property
+    def filters_upstream(self) -> bool:
+        """Whether LiteLLM applies our filters and offsets; legacy /spend/logs does not."""
+        return self.endpoint != "legacy"
 
     @property
     def base_url(self) -> str:
@@ -131,7 +138,7 @@ class LiteLLMClient:
         offset: int = 0,
         page_size: int | None = None,
         now: datetime | None = None,
-    ) -> AsyncIterator[PageEvent]:
+    ) -> AsyncGenerator[PageEvent, None]:
         """Yield page events for rows matching ``query``, newest first, starting at ``offset``.
 
         Rows are yielded as soon as they are parsed, so a caller sees the first row of a page
@@ -383,7 +390,7 @@ class LiteLLMClient:
 
     async def _read_body(
         self, response: httpx.Response, seen: set[str], *, skip: int
-    ) -> AsyncIterator[RowBatch | PageEnd]:
+    ) -> AsyncGenerator[RowBatch | PageEnd, None]:
         content_type = response.headers.get("content-type", "")
         if "html" in content_type:
             body = await self._read_error_body(response)

@@ -8,7 +8,7 @@ const NUMBER_LOCALE = 'en-US';
 // Costs below one dollar keep this many significant digits, e.g. $0.00041.
 const COST_SIGNIFICANT_DIGITS = 2;
 const MAX_COST_DECIMALS = 8;
-const SMALLEST_COST = 10 ** -MAX_COST_DECIMALS;
+const MIN_VISIBLE_COST = 10 ** -MAX_COST_DECIMALS;
 
 const countFormat = new Intl.NumberFormat(NUMBER_LOCALE, { maximumFractionDigits: 0 });
 const dollarFormat = new Intl.NumberFormat(NUMBER_LOCALE, {
@@ -45,8 +45,8 @@ export function formatCost(usd) {
   if (rounded >= 1) {
     return `${sign}$${dollarFormat.format(Math.abs(usd))}`;
   }
-  if (rounded < SMALLEST_COST) {
-    return `${sign}<$${SMALLEST_COST.toFixed(MAX_COST_DECIMALS)}`;
+  if (rounded < MIN_VISIBLE_COST) {
+    return `${sign}<$${MIN_VISIBLE_COST.toFixed(MAX_COST_DECIMALS)}`;
   }
 
   const leadingZeros = -Math.floor(Math.log10(rounded)) - 1;

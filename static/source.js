@@ -7,8 +7,8 @@ const STREAM_PATH = '/api/spend/stream';
 // Page query parameters that the stream endpoint understands. Others stay on the page.
 const PASSTHROUGH_PARAMS = ['limit', 'model', 'status', 'error_code', 'since', 'until'];
 
-// Lifecycle events of EventSource itself. Server events with these names could not
-// be told apart from them, so handlers may not use them.
+// Lifecycle events of EventSource itself. A server event with one of these names
+// would be indistinguishable from them, so handlers may not use them.
 const LIFECYCLE_EVENTS = ['open', 'error'];
 
 /** EventSource.readyState values, copied so that fakes need not define them. */

@@ -41,7 +41,7 @@ function findElements(root) {
   for (const [name, selector] of Object.entries(SELECTORS)) {
     const element = root.querySelector(selector);
     if (element === null) {
-      throw new Error(`Missing element ${selector} in the viewer page.`);
+      throw new Error(`Missing element ${selector} in the viewer page. Check that index.html contains it.`);
     }
     elements[name] = element;
   }

@@ -1,6 +1,7 @@
 // Batches incoming spend log entries into the table body: entries wait in a queue
 // and one animation frame callback renders them all, so a fast backfill does not
-// cause a layout per event. The newest row is always at the top.
+// cause a layout per event. With entries in stream order, the newest row stays at
+// the top.
 
 /**
  * Creates the row buffer for `tbody`.
@@ -17,6 +18,10 @@ export function createRowTable(tbody, {
   requestFrame = (callback) => requestAnimationFrame(callback),
   onFlush = () => {},
 }) {
+  if (!Number.isInteger(maxRows) || maxRows < 1) {
+    throw new RangeError(`Invalid maxRows ${maxRows}: expected a positive integer.`);
+  }
+
   // Both queues are in display order, top row first. Live rows go above the rows in
   // the table and backfill rows go below them.
   let pendingTop = [];

@@ -22,6 +22,17 @@ function isPlainObject(value) {
   return value !== null && typeof value === 'object' && !Array.isArray(value);
 }
 
+// Wraps a handler so that events whose data is not a JSON object are logged and skipped.
+function acceptObjectsOnly(eventName, handler) {
+  return (data) => {
+    if (!isPlainObject(data)) {
+      console.warn(`Ignored a "${eventName}" event: its data is not a JSON object.`, data);
+      return;
+    }
+    handler(data);
+  };
+}
+
 function startViewer() {
   const status = createStatusView(document);
   const table = createRowTable(document.querySelector(ROWS_SELECTOR), {
@@ -96,11 +107,11 @@ function startViewer() {
     status.setState('connecting');
     stream = openStream(buildStreamUrl(window.location.search), {
       handlers: {
-        [EVENTS.meta]: handleMeta,
+        [EVENTS.meta]: acceptObjectsOnly(EVENTS.meta, handleMeta),
         [EVENTS.entries]: handleEntries,
-        [EVENTS.progress]: handleProgress,
-        [EVENTS.upstreamError]: handleUpstreamError,
-        [EVENTS.done]: handleDone,
+        [EVENTS.progress]: acceptObjectsOnly(EVENTS.progress, handleProgress),
+        [EVENTS.upstreamError]: acceptObjectsOnly(EVENTS.upstreamError, handleUpstreamError),
+        [EVENTS.done]: acceptObjectsOnly(EVENTS.done, handleDone),
       },
       onConnectionError: handleConnectionError,
     });

@@ -134,8 +134,10 @@ class SimRow:
         """Return the row as LiteLLM's JSON for this endpoint variant."""
         cached = self.cache.get(variant)
         if cached is None:
-            cached = self.raw_bytes if self.raw_bytes is not None else orjson.dumps(
-                self.to_dict(variant)
+            cached = (
+                self.raw_bytes
+                if self.raw_bytes is not None
+                else orjson.dumps(self.to_dict(variant))
             )
             if len(self.cache) < 2:
                 self.cache[variant] = cached
@@ -301,12 +303,18 @@ class RowFactory:
             failed = rng.random() < profile.failure_rate
         prompt_tokens = rng.randint(8, 2400)
         completion_tokens = 0 if failed else rng.randint(1, 900)
-        spend = 0.0 if failed else round(
-            prompt_tokens * profile.input_cost + completion_tokens * profile.output_cost, 10
+        spend = (
+            0.0
+            if failed
+            else round(
+                prompt_tokens * profile.input_cost + completion_tokens * profile.output_cost, 10
+            )
         )
         duration = rng.randint(2, 60) if failed else int(rng.lognormvariate(6.6, 0.8))
         call_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-        request_id = call_id if failed else f"chatcmpl-{uuid.UUID(int=rng.getrandbits(128), version=4)}"
+        request_id = (
+            call_id if failed else f"chatcmpl-{uuid.UUID(int=rng.getrandbits(128), version=4)}"
+        )
         return SimRow(
             request_id=request_id,
             start=start,

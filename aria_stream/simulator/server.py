@@ -135,7 +135,9 @@ class Simulator:
 
     def list_calls(self, since: float = 0.0) -> int:
         """Count the spend-log list requests received after monotonic time ``since``."""
-        return sum(1 for record in self.requests if record.path in LIST_PATHS and record.at >= since)
+        return sum(
+            1 for record in self.requests if record.path in LIST_PATHS and record.at >= since
+        )
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen on ``host:port`` (0 picks a free port) and return the base URL."""
@@ -152,8 +154,7 @@ class Simulator:
         assert self._runner is not None
         self._site = web.TCPSite(self._runner, self.host, port, reuse_address=True)
         await self._site.start()
-        sockets = self._site._server.sockets if self._site._server else []  # type: ignore[union-attr]
-        self.port = sockets[0].getsockname()[1]
+        self.port = self._runner.addresses[0][1]
 
     async def stop_listening(self) -> None:
         """Close the listening socket, so new connections are refused, as when LiteLLM is down."""
@@ -203,7 +204,9 @@ class Simulator:
         self.add_rows([row])
         return row
 
-    def produce(self, count: int, *, now: datetime | None = None, delay: float = 0.0) -> list[SimRow]:
+    def produce(
+        self, count: int, *, now: datetime | None = None, delay: float = 0.0
+    ) -> list[SimRow]:
         """Create ``count`` rows that finished just now and show them after ``delay`` seconds."""
         moment = now or datetime.now(UTC)
         visible_at = time.time() + delay
@@ -532,7 +535,8 @@ class _Throttle:
 
 
 async def _wait_until_closed(request: web.Request) -> None:
-    while request.transport is not None and not request.transport.is_closing():
+    # aiohttp has no event for a peer that went away, so the transport is polled.
+    while request.transport is not None and not request.transport.is_closing():  # noqa: ASYNC110
         await asyncio.sleep(0.05)
 
 
@@ -595,7 +599,11 @@ def _positive_int(query: Any, name: str, default: int, maximum: int | None) -> i
         )
     if value < 1:
         _validation_error(
-            name, "Input should be greater than or equal to 1", text, "greater_than_equal", {"ge": 1}
+            name,
+            "Input should be greater than or equal to 1",
+            text,
+            "greater_than_equal",
+            {"ge": 1},
         )
     if maximum is not None and value > maximum:
         _validation_error(
@@ -642,9 +650,7 @@ def _check_sort(query: Any) -> None:
     allowed = {"spend", "total_tokens", "startTime", "endTime", "request_duration_ms", "model"}
     sort_by = query.get("sort_by")
     if sort_by is not None and sort_by not in allowed | {"ttft_ms"}:
-        raise _proxy_error(
-            400, f"Invalid sort_by: {sort_by}", "bad_request", param="sort_by"
-        )
+        raise _proxy_error(400, f"Invalid sort_by: {sort_by}", "bad_request", param="sort_by")
     order = query.get("sort_order")
     if order is not None and order not in ("asc", "desc"):
         raise _proxy_error(400, f"Invalid sort_order: {order}", "bad_request", param="sort_order")

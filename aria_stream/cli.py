@@ -1,0 +1,213 @@
+"""Command line: ``aria-stream serve`` (the default) and ``aria-stream simulate``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from aria_stream import __version__
+from aria_stream.settings import Settings
+from aria_stream.simulator import DEFAULT_KEY, FAULT_KINDS, Fault, Simulator, SimulatorConfig
+
+logger = logging.getLogger(__name__)
+
+# The key is read from ARIA_LITELLM_KEY only, so it never shows in the process list.
+SECRET_SETTINGS = {"litellm_key"}
+
+
+def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting, with the setting's description as its help text."""
+    for name, field in Settings.model_fields.items():
+        if name in SECRET_SETTINGS:
+            continue
+        flag = "--" + name.replace("_", "-")
+        env = f"ARIA_{name.upper()}"
+        help_text = f"{field.description} (env {env}; default {field.default!r})"
+        annotation = field.annotation
+        kind: Any = str
+        if annotation in (int, int | None):
+            kind = int
+        elif annotation in (float, float | None):
+            kind = float
+        elif annotation in (Path, Path | None):
+            kind = Path
+        parser.add_argument(flag, dest=name, type=kind, default=None, help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aria-stream",
+        description="Live viewer for LiteLLM spend logs, streamed as Server-Sent Events.",
+    )
+    parser.add_argument("--version", action="version", version=f"aria-stream {__version__}")
+    commands = parser.add_subparsers(dest="command")
+
+    serve = commands.add_parser(
+        "serve",
+        help="Serve the viewer and the API (the default command).",
+        description="Serve the viewer and the API. Without ARIA_LITELLM_URL it starts the "
+        "embedded LiteLLM simulator (demo mode). The LiteLLM key is read from "
+        "ARIA_LITELLM_KEY only.",
+    )
+    add_settings_flags(serve)
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="Run the LiteLLM simulator alone.",
+        description="Serve LiteLLM's spend-log endpoints over generated rows, for development "
+        "and tests.",
+    )
+    defaults = SimulatorConfig()
+    simulate.add_argument(
+        "--host", default="127.0.0.1", help="Address to bind (default 127.0.0.1)."
+    )
+    simulate.add_argument("--port", type=int, default=4000, help="TCP port (default 4000).")
+    simulate.add_argument("--rows", type=int, default=defaults.rows, help="Rows at start.")
+    simulate.add_argument(
+        "--seed", type=int, default=defaults.seed, help="Random seed of the data."
+    )
+    simulate.add_argument(
+        "--master-key", default=DEFAULT_KEY, help=f"Key clients must send (default {DEFAULT_KEY})."
+    )
+    simulate.add_argument(
+        "--variant",
+        choices=["v2", "ui", "legacy", "v1.88"],
+        default=defaults.variant,
+        help="LiteLLM version to emulate: v2 (1.80+), ui (no v2 route), legacy (only "
+        "/spend/logs), v1.88 (metadata as a JSON string).",
+    )
+    simulate.add_argument(
+        "--max-page-size",
+        type=int,
+        default=defaults.max_page_size,
+        help="Largest page_size accepted; 100 emulates proxies before mid 2026.",
+    )
+    simulate.add_argument(
+        "--rows-per-second", type=float, default=0.0, help="New rows produced per second."
+    )
+    simulate.add_argument(
+        "--flush-interval",
+        type=float,
+        default=defaults.flush_interval,
+        help="Seconds between batch writes of new rows, as LiteLLM's spend-log writer does.",
+    )
+    simulate.add_argument(
+        "--bandwidth", type=float, default=None, help="Response bandwidth limit in bytes/s."
+    )
+    simulate.add_argument(
+        "--latency-base", type=float, default=0.0, help="Seconds before the first byte of a page."
+    )
+    simulate.add_argument(
+        "--latency-per-row",
+        type=float,
+        default=0.0,
+        help="Extra seconds before the first byte, per row in the page.",
+    )
+    simulate.add_argument(
+        "--prompt-bytes",
+        type=int,
+        default=0,
+        help="Bytes of stored prompt and response per legacy row (0 = prompt storage off).",
+    )
+    simulate.add_argument(
+        "--fault",
+        choices=FAULT_KINDS,
+        default=None,
+        help="Fault applied to every spend-log request.",
+    )
+    return parser
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    # httpx logs every request at INFO, which would flood the log while polling.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    overrides = {
+        name: getattr(args, name, None)
+        for name in Settings.model_fields
+        if name not in SECRET_SETTINGS
+    }
+    try:
+        settings = Settings.load(overrides)
+    except ValidationError as error:
+        for problem in error.errors():
+            name = ".".join(str(part) for part in problem["loc"])
+            print(f"aria-stream: invalid setting {name}: {problem['msg']}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    from aria_stream.app import create_app
+
+    app = create_app(settings)
+    print(f"aria_stream viewer: http://{settings.host}:{settings.port}/", flush=True)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        handler_cancellation=True,
+        shutdown_timeout=1.0,
+        print=None,
+        access_log=None,
+    )
+    return 0
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    configure_logging("INFO")
+    config = SimulatorConfig(
+        rows=args.rows,
+        seed=args.seed,
+        master_key=args.master_key,
+        variant=args.variant,
+        max_page_size=args.max_page_size,
+        rows_per_second=args.rows_per_second,
+        flush_interval=args.flush_interval,
+        bandwidth=args.bandwidth,
+        latency_base=args.latency_base,
+        latency_per_row=args.latency_per_row,
+        prompt_bytes=args.prompt_bytes,
+        fault=Fault(args.fault) if args.fault else None,
+    )
+    asyncio.run(_simulate(config, args.host, args.port))
+    return 0
+
+
+async def _simulate(config: SimulatorConfig, host: str, port: int) -> None:
+    simulator = Simulator(config)
+    url = await simulator.start(host, port)
+    print(f"LiteLLM simulator: {url} (master key {config.master_key})", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await simulator.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return the exit status."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if not arguments or (
+        arguments[0].startswith("-") and arguments[0] not in ("-h", "--help", "--version")
+    ):
+        arguments.insert(0, "serve")
+    args = build_parser().parse_args(arguments)
+    if args.command == "simulate":
+        return run_simulate(args)
+    return run_serve(args)
