@@ -13,7 +13,13 @@ from aiohttp_sse import EventSourceResponse
 from pydantic import SecretStr
 
 from aria_stream import api
-from aria_stream.appkeys import settings_key, simulator_key, source_key, streams_key
+from aria_stream.appkeys import (
+    request_id_key,
+    settings_key,
+    simulator_key,
+    source_key,
+    streams_key,
+)
 from aria_stream.errors import ApiError, UpstreamError, error_body, json_error
 from aria_stream.filesource import FileSource
 from aria_stream.settings import Settings
@@ -49,7 +55,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Give each request an id for log lines, taken from ``X-Request-Id`` when it is sane."""
     given = request.headers.get("X-Request-Id", "")
-    request["request_id"] = given if given.isalnum() and len(given) <= 32 else uuid.uuid4().hex[:12]
+    request[request_id_key] = (
+        given if given.isalnum() and len(given) <= 32 else uuid.uuid4().hex[:12]
+    )
     return await handler(request)
 
 
@@ -66,7 +74,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         body = error_body(error.status, "http_error", error.reason)
         return web.json_response(body, status=error.status)
     except Exception:
-        logger.exception("[%s] unexpected error serving %s", request["request_id"], request.path)
+        logger.exception("[%s] unexpected error serving %s", request[request_id_key], request.path)
         body = error_body(500, "internal_error", "aria_stream failed; see its log for details")
         return web.json_response(body, status=500)
 
@@ -127,7 +135,8 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[request_id_middleware, security_headers_middleware, error_middleware]
     )
     app[settings_key] = settings
-    app[streams_key] = weakref.WeakSet[EventSourceResponse]()
+    streams: weakref.WeakSet[EventSourceResponse] = weakref.WeakSet()
+    app[streams_key] = streams
     app.cleanup_ctx.append(upstream_ctx)
     app.on_shutdown.append(stop_streams)
     app.router.add_get("/", handle_index)

@@ -28,12 +28,15 @@ class FileSource:
     """Spend logs read from a file; filters are applied locally."""
 
     kind = "file"
-    filters_upstream = False
     endpoint = "file"
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.origin = path.name
+
+    @property
+    def filters_upstream(self) -> bool:
+        return False
 
     def check(self) -> None:
         """Raise ``FileSourceError`` when the file cannot be opened."""

@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
-from aria_stream.appkeys import settings_key, source_key, streams_key
+from aria_stream.appkeys import request_id_key, settings_key, source_key, streams_key
 from aria_stream.errors import UpstreamError
 from aria_stream.events import chunk_rows, encode_json, join_rows, make_cursor
 from aria_stream.models import SpendLogEntry, project_full, project_lite
@@ -33,13 +33,15 @@ class SpendSource(Protocol):
 
     kind: str
     origin: str
-    filters_upstream: bool
+
+    @property
+    def filters_upstream(self) -> bool: ...
 
     def window(self, query: SpendQuery) -> tuple[Any, Any]: ...
 
     def iter_pages(
         self, query: SpendQuery, *, offset: int = 0, page_size: int | None = None
-    ) -> Any: ...
+    ) -> AsyncGenerator[PageEvent, None]: ...
 
     async def fetch_entry(self, request_id: str) -> dict[str, Any] | None: ...
 
@@ -187,7 +189,7 @@ async def handle_stream(request: web.Request) -> web.StreamResponse:
     params = parse_params(StreamParams, request.query)
     settings = request.app[settings_key]
     source = request.app[source_key]
-    request_id = request["request_id"]
+    request_id = request[request_id_key]
     limit = min(params.limit, settings.backfill_cap)
     async with sse_response(
         request,
