@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
@@ -79,7 +80,10 @@ class RowBatch:
 
 @dataclass(frozen=True, slots=True)
 class PageEnd:
-    """A page's body was read to its end; ``total`` is LiteLLM's count when it sent one."""
+    """A page's body was read to its end; ``total`` is LiteLLM's count when it sent one.
+
+    ``rows`` counts the page's elements, malformed ones included.
+    """
 
     rows: int
     total: int | None
@@ -257,9 +261,7 @@ class LiteLLMClient:
             response = await self._send(endpoint, params)
             status = response.status_code
             if status == 200:
-                if self.endpoint is None:
-                    logger.info("Reading spend logs from %s", ENDPOINT_PATHS[endpoint])
-                    self.endpoint = endpoint
+                self._remember(endpoint)
                 return endpoint, response
             if status == 404 and endpoint != "legacy" and self.endpoint is None:
                 await response.aclose()
@@ -272,6 +274,8 @@ class LiteLLMClient:
                     OLD_MAX_PAGE_SIZE,
                 )
                 self.max_page_size = OLD_MAX_PAGE_SIZE
+                # Only an existing route validates its parameters, so this endpoint is the one.
+                self._remember(endpoint)
                 raise _PageSizeTooLarge
             if status == 404:
                 break
@@ -283,6 +287,11 @@ class LiteLLMClient:
                 status=404,
             )
         )
+
+    def _remember(self, endpoint: Endpoint) -> None:
+        if self.endpoint is None:
+            logger.info("Reading spend logs from %s", ENDPOINT_PATHS[endpoint])
+            self.endpoint = endpoint
 
     async def _send(self, endpoint: Endpoint, params: dict[str, str]) -> httpx.Response:
         if endpoint == "legacy":
@@ -327,10 +336,13 @@ class LiteLLMClient:
         return response
 
     def _unreachable(self, error: httpx.ConnectError) -> UpstreamUnreachable:
+        # httpx wraps the OS error, sometimes twice ("All connection attempts failed"), so the
+        # cause is found by its type along the exception chain rather than in the text.
+        causes = _exception_chain(error)
         text = str(error)
-        if "Name or service not known" in text or "nodename nor servname" in text:
+        if any(isinstance(cause, socket.gaierror) for cause in causes):
             reason = "its host name could not be resolved"
-        elif "refused" in text.lower():
+        elif any(isinstance(cause, ConnectionRefusedError) for cause in causes):
             reason = "the connection was refused"
         else:
             reason = f"the connection failed ({text or type(error).__name__})"
@@ -418,12 +430,14 @@ class LiteLLMClient:
                     last = False
                 rows, malformed = [], []
                 for item in items:
-                    if isinstance(item, MalformedRow):
-                        malformed.append(item)
-                        continue
+                    # A malformed row takes a place in LiteLLM's page too, so it counts both for
+                    # the offset and for telling a full page from the short last one.
                     rows_in_page += 1
                     if skip > 0:
                         skip -= 1
+                        continue
+                    if isinstance(item, MalformedRow):
+                        malformed.append(item)
                         continue
                     request_id = item.get("request_id")
                     if isinstance(request_id, str):
@@ -532,6 +546,16 @@ def _error_message(body: bytes, content_type: str) -> str:
         if detail is not None:
             return _shorten(detail if isinstance(detail, str) else orjson.dumps(detail).decode())
     return _shorten(excerpt_of(body))
+
+
+def _exception_chain(error: BaseException) -> list[BaseException]:
+    """Return ``error`` and every exception it was raised from or while handling, in order."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
 
 
 def _shorten(text: str, limit: int = 200) -> str:

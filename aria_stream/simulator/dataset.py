@@ -130,6 +130,13 @@ class SimRow:
     def end(self) -> datetime:
         return self.start + timedelta(milliseconds=self.duration_ms)
 
+    @property
+    def api_key(self) -> str:
+        """The hashed virtual key that LiteLLM stores in the row's ``api_key`` column."""
+        if self.raw is not None and isinstance(self.raw.get("api_key"), str):
+            return str(self.raw["api_key"])
+        return key_hash(KEYS[self.key][0])
+
     def render(self, variant: Variant) -> bytes:
         """Return the row as LiteLLM's JSON for this endpoint variant."""
         cached = self.cache.get(variant)
@@ -151,7 +158,7 @@ class SimRow:
         row: dict[str, Any] = dict(tpl["failure" if self.failed else "success"])
         legacy = variant == "legacy"
         alias, team, team_alias = KEYS[self.key]
-        api_key = key_hash(alias)
+        api_key = self.api_key
         row.update(
             request_id=self.request_id,
             api_key=api_key,
@@ -269,10 +276,8 @@ def _session_fields(row: SimRow) -> dict[str, Any]:
 
 def _stored_prompts(row: SimRow) -> dict[str, Any]:
     rng = random.Random(row.request_id)
-    words = ("spend", "budget", "latency", "token", "proxy", "model", "route", "cache", "key")
-    size = row.prompt_bytes
-    prompt = " ".join(rng.choice(words) for _ in range(size // 14))
-    answer = " ".join(rng.choice(words) for _ in range(size // 14))
+    prompt = _filler_text(rng, row.prompt_bytes // 2)
+    answer = _filler_text(rng, row.prompt_bytes // 2)
     request = {
         "model": row.profile.group,
         "user": row.end_user,
@@ -285,6 +290,13 @@ def _stored_prompts(row: SimRow) -> dict[str, Any]:
         "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}}],
     }
     return {"messages": "{}", "proxy_server_request": request, "response": response}
+
+
+def _filler_text(rng: random.Random, length: int) -> str:
+    """Return ``length`` characters of words: 64 random ones repeated, fast even for megabytes."""
+    words = ("spend", "budget", "latency", "token", "proxy", "model", "route", "cache", "key")
+    block = " ".join(rng.choice(words) for _ in range(64)) + " "
+    return (block * (length // len(block) + 1))[:length]
 
 
 class RowFactory:

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import orjson
 from aiohttp import web
@@ -91,12 +91,31 @@ class SimulatorConfig:
 
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
-    """One request the simulator received."""
+    """One request the simulator received, logged when its handler finished or was cancelled.
+
+    ``bytes_sent`` counts the response body bytes written to the connection. ``completed`` is
+    True only when the whole body was written. It is False when the client went away, when the
+    handler was cancelled, or when a fault cut the response short.
+    """
 
     path: str
     query: dict[str, str]
     status: int
     at: float = field(default_factory=time.monotonic)
+    completed: bool = False
+    bytes_sent: int = 0
+
+
+@dataclass(slots=True)
+class _Progress:
+    """How far the response to one request got; the middleware turns it into a record."""
+
+    status: int = 500
+    bytes_sent: int = 0
+    completed: bool = False
+
+
+_progress_key = web.RequestKey("simulator_progress", _Progress)
 
 
 class Simulator:
@@ -111,6 +130,7 @@ class Simulator:
         self._rows: list[SimRow] = list(reversed(self.factory.history(self.config.rows, now)))
         self._starts: list[float] = [row.start.timestamp() for row in self._rows]
         self.requests: deque[RequestRecord] = deque(maxlen=100_000)
+        self._handling = 0
         self.produced = 0
         self.app = self._build_app()
         self._runner: web.AppRunner | None = None
@@ -138,6 +158,16 @@ class Simulator:
         return sum(
             1 for record in self.requests if record.path in LIST_PATHS and record.at >= since
         )
+
+    async def wait_until_idle(self) -> None:
+        """Wait until no request is being handled, so that ``requests`` lists every one.
+
+        A response can reach the client before its handler returns and logs it, so tests call
+        this before they read the log. It waits as long as a handler runs (a ``hang`` fault
+        runs until the client goes away), so bound it with ``asyncio.timeout``.
+        """
+        while self._handling:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen on ``host:port`` (0 picks a free port) and return the base URL."""
@@ -247,19 +277,38 @@ class Simulator:
 
     @web.middleware
     async def _record_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        status = 500
+        progress = _Progress()
+        request[_progress_key] = progress
+        self._handling += 1
         try:
-            response: web.StreamResponse = await handler(request)
-            status = response.status
+            response: web.StreamResponse
+            try:
+                response = await handler(request)
+            except _Reply as reply:
+                response = reply.response
+            except web.HTTPException as error:
+                response = _as_response(error)
+            if not response.prepared:
+                # The body is written here rather than by aiohttp after the middleware returns,
+                # so that the record can tell whether all of it went out.
+                progress.status = response.status
+                await response.prepare(request)
+                await response.write_eof()
+                body = response.body if isinstance(response, web.Response) else None
+                progress.bytes_sent += len(body) if isinstance(body, bytes) else 0
+                progress.completed = True
             return response
-        except _Reply as reply:
-            status = reply.response.status
-            return reply.response
-        except web.HTTPException as error:
-            status = error.status
-            raise
         finally:
-            self.requests.append(RequestRecord(request.path, dict(request.query), status))
+            self._handling -= 1
+            self.requests.append(
+                RequestRecord(
+                    request.path,
+                    dict(request.query),
+                    progress.status,
+                    completed=progress.completed,
+                    bytes_sent=progress.bytes_sent,
+                )
+            )
 
     # Handlers.
 
@@ -415,9 +464,9 @@ class Simulator:
                 headers={"Retry-After": f"{fault.retry_after:g}"},
             )
         if kind == "html_502":
-            raise web.HTTPBadGateway(body=HTML_502, content_type="text/html")
+            raise _Reply(web.Response(status=502, body=HTML_502, content_type="text/html"))
         if kind == "html_200":
-            raise web.HTTPOk(body=HTML_LOGIN, content_type="text/html")
+            raise _Reply(web.Response(status=200, body=HTML_LOGIN, content_type="text/html"))
         if kind == "server_error":
             raise _proxy_error(
                 500,
@@ -474,8 +523,10 @@ class Simulator:
         response = web.StreamResponse(
             headers={"Content-Type": "application/json", **(headers or {})}
         )
+        progress = request[_progress_key]
+        progress.status = response.status
         await response.prepare(request)
-        body = _Throttle(response, self.config.bandwidth)
+        body = _Throttle(response, self.config.bandwidth, progress)
         await body.write(head)
         cut_after = None
         if fault is not None and fault.kind in ("truncate", "stall"):
@@ -497,6 +548,7 @@ class Simulator:
         await body.write(tail)
         await body.flush()
         await response.write_eof()
+        progress.completed = True
         return response
 
 
@@ -505,9 +557,12 @@ class _Throttle:
 
     BLOCK = 64 * 1024
 
-    def __init__(self, response: web.StreamResponse, bandwidth: float | None) -> None:
+    def __init__(
+        self, response: web.StreamResponse, bandwidth: float | None, progress: _Progress
+    ) -> None:
         self.response = response
         self.bandwidth = bandwidth
+        self.progress = progress
         self.pending = bytearray()
         self.block = self.BLOCK if not bandwidth else max(1024, int(bandwidth / 50))
         self.started = time.monotonic()
@@ -527,6 +582,7 @@ class _Throttle:
     async def _send(self, data: bytes) -> None:
         await self.response.write(data)
         self.sent += len(data)
+        self.progress.bytes_sent += len(data)
         if self.bandwidth:
             due = self.started + self.sent / self.bandwidth
             delay = due - time.monotonic()
@@ -571,16 +627,29 @@ def _proxy_error(
     return _Reply(web.json_response(body, status=status, headers=headers))
 
 
-def _not_found() -> web.HTTPException:
-    return web.HTTPNotFound(body=b'{"detail":"Not Found"}', content_type="application/json")
+def _as_response(error: web.HTTPException) -> web.Response:
+    """Copy an aiohttp HTTP exception into a plain response that the middleware can send."""
+    headers = {
+        name: value for name, value in error.headers.items() if name.lower() != "content-length"
+    }
+    return web.Response(status=error.status, reason=error.reason, body=error.body, headers=headers)
 
 
-def _validation_error(param: str, message: str, value: str, kind: str, ctx: Any = None) -> None:
+def _not_found() -> _Reply:
+    # aiohttp deprecates ``body=`` on its HTTP exceptions, so error bodies go out as responses.
+    return _Reply(
+        web.Response(status=404, body=b'{"detail":"Not Found"}', content_type="application/json")
+    )
+
+
+def _validation_error(param: str, message: str, value: str, kind: str, ctx: Any = None) -> NoReturn:
     detail: dict[str, Any] = {"type": kind, "loc": ["query", param], "msg": message, "input": value}
     if ctx is not None:
         detail["ctx"] = ctx
-    raise web.HTTPUnprocessableEntity(
-        body=orjson.dumps({"detail": [detail]}), content_type="application/json"
+    raise _Reply(
+        web.Response(
+            status=422, body=orjson.dumps({"detail": [detail]}), content_type="application/json"
+        )
     )
 
 
@@ -673,6 +742,8 @@ def _daily_summary(rows: list[SimRow], start: datetime, end: datetime) -> list[d
         entry["users"][row.user] = entry["users"].get(row.user, 0.0) + row.spend
         model = row.profile.model
         entry["models"][model] = entry["models"].get(model, 0.0) + row.spend
+        # LiteLLM puts each key's total at the top level of the day, named by the key's hash.
+        entry[row.api_key] = entry.get(row.api_key, 0.0) + row.spend
     summary = [days[day] for day in sorted(days)]
     if summary:
         moment = datetime.strptime(summary[-1]["startTime"], "%Y-%m-%d").replace(tzinfo=UTC)
