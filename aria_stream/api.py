@@ -15,8 +15,9 @@ from aria_stream.errors import ApiError, invalid_parameter
 from aria_stream.events import encode_json
 from aria_stream.models import project_full
 from aria_stream.params import LogsParams, parse_params
-from aria_stream.stream import project_entry
-from aria_stream.upstream import RowBatch
+from aria_stream.query import SpendQuery
+from aria_stream.stream import SpendSource, project_entry
+from aria_stream.upstream import PageStart, RowBatch
 
 logger = logging.getLogger(__name__)
 
@@ -35,15 +36,44 @@ async def handle_logs(request: web.Request) -> web.Response:
     params = parse_params(LogsParams, request.query)
     source = request.app[source_key]
     query = params.to_query()
-    wanted = params.limit + 1
-    rows: list[dict[str, Any]] = []
     # A source that filters upstream also counts the offset upstream; otherwise the offset
     # counts rows after local filtering, so the pages stay consistent.
     upstream_offset = params.offset if source.filters_upstream else 0
-    local_skip = 0 if source.filters_upstream else params.offset
+    try:
+        rows = await _read_page(source, query, params, upstream_offset=upstream_offset)
+    except _OffsetNotApplicable:
+        # The first request to LiteLLM found only legacy /spend/logs, which ignores filters.
+        rows = await _read_page(source, query, params, upstream_offset=0)
+    has_next = len(rows) > params.limit
+    body = {
+        "data": rows[: params.limit],
+        "limit": params.limit,
+        "offset": params.offset,
+        "next_offset": params.offset + params.limit if has_next else None,
+    }
+    return json_response(body, request)
+
+
+class _OffsetNotApplicable(Exception):
+    """The source turned out not to filter upstream, so an upstream offset skips wrong rows."""
+
+
+async def _read_page(
+    source: SpendSource, query: SpendQuery, params: LogsParams, *, upstream_offset: int
+) -> list[dict[str, Any]]:
+    """Read up to ``limit + 1`` matching rows from ``params.offset`` on.
+
+    Raise ``_OffsetNotApplicable`` when ``upstream_offset`` was passed to a source whose first
+    response showed that it does not filter upstream, because it then skips unfiltered rows.
+    """
+    wanted = params.limit + 1
+    local_skip = params.offset - upstream_offset
+    rows: list[dict[str, Any]] = []
     pages = source.iter_pages(query, offset=upstream_offset, page_size=min(wanted, 1000))
     async with aclosing(pages) as events:
         async for event in events:
+            if isinstance(event, PageStart) and upstream_offset and not source.filters_upstream:
+                raise _OffsetNotApplicable
             if not isinstance(event, RowBatch):
                 continue
             for raw in event.rows:
@@ -59,14 +89,7 @@ async def handle_logs(request: web.Request) -> web.Response:
                 rows.append(row)
             if len(rows) >= wanted:
                 break
-    has_next = len(rows) > params.limit
-    body = {
-        "data": rows[: params.limit],
-        "limit": params.limit,
-        "offset": params.offset,
-        "next_offset": params.offset + params.limit if has_next else None,
-    }
-    return json_response(body, request)
+    return rows
 
 
 async def handle_entry(request: web.Request) -> web.Response:

@@ -63,10 +63,16 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Render every error of a JSON endpoint in the one error shape."""
+    """Render every error of a JSON endpoint in the one error shape.
+
+    An error raised after a response has started (a stream) is re-raised instead, because a
+    second response cannot follow. aiohttp then closes the connection.
+    """
     try:
         return await handler(request)
     except (ApiError, UpstreamError) as error:
+        if request.writer.output_size > 0:
+            raise
         return json_error(error)
     except web.HTTPException as error:
         if error.status < 400:
@@ -74,6 +80,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         body = error_body(error.status, "http_error", error.reason)
         return web.json_response(body, status=error.status)
     except Exception:
+        if request.writer.output_size > 0:
+            raise
         logger.exception("[%s] unexpected error serving %s", request[request_id_key], request.path)
         body = error_body(500, "internal_error", "aria_stream failed; see its log for details")
         return web.json_response(body, status=500)

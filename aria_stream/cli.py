@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,15 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from aria_stream import __version__
+from aria_stream.filesource import FileSource, FileSourceError
 from aria_stream.settings import Settings
 from aria_stream.simulator import DEFAULT_KEY, FAULT_KINDS, Fault, Simulator, SimulatorConfig
 
 logger = logging.getLogger(__name__)
+
+# Errors of binding the server's socket: the port is taken, the address is not local, or the
+# port needs privileges.
+BIND_ERRORS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
 
 # The key is read from ARIA_LITELLM_KEY only, so it never shows in the process list.
 SECRET_SETTINGS = {"litellm_key"}
@@ -146,24 +152,58 @@ def run_serve(args: argparse.Namespace) -> int:
         settings = Settings.load(overrides)
     except ValidationError as error:
         for problem in error.errors():
-            name = ".".join(str(part) for part in problem["loc"])
-            print(f"aria-stream: invalid setting {name}: {problem['msg']}", file=sys.stderr)
+            print(f"aria-stream: {_describe_problem(problem)}", file=sys.stderr)
         return 2
+    if settings.from_file is not None:
+        try:
+            FileSource(settings.from_file).check()
+        except FileSourceError as error:
+            print(
+                f"aria-stream: invalid setting from_file (--from-file or ARIA_FROM_FILE): {error}",
+                file=sys.stderr,
+            )
+            return 2
     configure_logging(settings.log_level)
     from aria_stream.app import create_app
 
     app = create_app(settings)
-    print(f"aria_stream viewer: http://{settings.host}:{settings.port}/", flush=True)
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        handler_cancellation=True,
-        shutdown_timeout=1.0,
-        print=None,
-        access_log=None,
-    )
+    url = f"http://{settings.host}:{settings.port}/"
+
+    def announce(*_: Any) -> None:
+        # run_app calls this once the port is bound, so the URL is printed when it works.
+        print(f"aria_stream viewer: {url}", flush=True)
+
+    try:
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            handler_cancellation=True,
+            shutdown_timeout=1.0,
+            print=announce,
+            access_log=None,
+        )
+    except OSError as error:
+        if error.errno not in BIND_ERRORS:
+            raise
+        print(
+            f"aria-stream: cannot listen on {settings.host}:{settings.port}: {error.strerror}; "
+            "choose another --port or --host.",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def _describe_problem(problem: Mapping[str, Any]) -> str:
+    """Describe one invalid setting in one line: its flag, its variable, the rule and the value."""
+    name = ".".join(str(part) for part in problem["loc"])
+    where = f"--{name.replace('_', '-')} or ARIA_{name.upper()}"
+    message = str(problem["msg"]).removeprefix("Value error, ")
+    # The validators of Settings already name the value in their messages.
+    if problem["type"] != "value_error":
+        message = f"{message}, got {problem['input']!r}"
+    return f"invalid setting {name} ({where}): {message}"
 
 
 def run_simulate(args: argparse.Namespace) -> int:

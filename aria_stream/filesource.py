@@ -13,7 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from aria_stream.jsonrows import BodyError, MalformedRow, RowSplitter
+from aria_stream.errors import UpstreamBadResponse, UpstreamError, UpstreamTruncated
+from aria_stream.jsonrows import BodyError, MalformedRow, NotJSONBody, RowSplitter, TruncatedBody
 from aria_stream.query import SpendQuery
 from aria_stream.upstream import PageEnd, PageEvent, PageStart, RowBatch
 
@@ -33,6 +34,9 @@ class FileSource:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.origin = path.name
+        # Bytes read from the file by every request so far, so tests can check that a small
+        # request stops reading early.
+        self.bytes_read = 0
 
     @property
     def filters_upstream(self) -> bool:
@@ -62,7 +66,11 @@ class FileSource:
         page_size: int | None = None,
         now: datetime | None = None,
     ) -> AsyncGenerator[PageEvent, None]:
-        """Yield the file's rows in file order, skipping the first ``offset``."""
+        """Yield the file's rows in file order, skipping the first ``offset``.
+
+        A file that is not a complete spend-log document raises an ``UpstreamError`` after the
+        rows before the fault have been yielded, as a failing LiteLLM response does.
+        """
         yield PageStart("file", None, None)  # type: ignore[arg-type]
         splitter = RowSplitter()
         count = 0
@@ -70,10 +78,11 @@ class FileSource:
         try:
             while True:
                 block = await asyncio.to_thread(handle.read, BLOCK_SIZE)
+                self.bytes_read += len(block)
                 try:
                     items = splitter.feed(block) if block else splitter.close()
                 except BodyError as error:
-                    raise FileSourceError(f"{self.path.name}: {error}") from error
+                    raise self._body_error(error) from error
                 rows: list[dict[str, Any]] = []
                 malformed: list[MalformedRow] = []
                 for item in items:
@@ -91,6 +100,23 @@ class FileSource:
             await asyncio.to_thread(handle.close)
         total = splitter.envelope.get("total")
         yield PageEnd(count, total if isinstance(total, int) else None, False)
+
+    def _body_error(self, error: BodyError) -> UpstreamError:
+        name = self.path.name
+        if isinstance(error, TruncatedBody):
+            return UpstreamTruncated(
+                f"The spend-log file {name} ends in the middle of its data ({error}); it may "
+                "have been cut off while it was saved, or is still being written."
+            )
+        if isinstance(error, NotJSONBody):
+            return UpstreamBadResponse(
+                f"The spend-log file {name} is not JSON ({error.excerpt!r}); save a "
+                "/spend/logs array, a v2/ui envelope or JSON lines."
+            )
+        return UpstreamBadResponse(
+            f"The spend-log file {name} is not a spend-log dump ({error}); save a /spend/logs "
+            "array, a v2/ui envelope or JSON lines."
+        )
 
     async def fetch_entry(self, request_id: str) -> dict[str, Any] | None:
         """Scan the file for the row with this request id."""

@@ -66,8 +66,8 @@ async def server_factory() -> AsyncIterator[ServerFactory]:
         settings = settings_for(target, **overrides) if isinstance(target, Simulator) else target
         server = TestServer(create_app(settings), host="127.0.0.1", handler_cancellation=True)
         client = TestClient(server)
-        await client.start_server()
         clients.append(client)
+        await client.start_server()
         return client
 
     yield start
