@@ -109,10 +109,12 @@ function renderErrorCell(entry) {
 
 /**
  * Creates the <tr> for one lite spend log entry, with cells in the order of the
- * table header: time, model, status, tokens, spend, duration and error.
+ * table header: time, model, status, tokens, spend, duration and error. The row
+ * carries the entry's request id in its data-request-id attribute.
  */
 export function renderRow(entry) {
   const row = document.createElement('tr');
+  row.dataset.requestId = toText(entry.request_id);
   if (entry.status === 'failure') {
     row.className = FAILURE_ROW_CLASS;
   }

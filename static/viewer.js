@@ -47,6 +47,11 @@ function startViewer() {
   let stream = null;
   let receivedMeta = false;
   let backfillDone = false;
+  // Backfill rows received so far, and the total of the last meta or progress event.
+  // Progress events only come at upstream page ends, so the count is kept here to show
+  // progress while a large page is still arriving.
+  let backfillReceived = 0;
+  let backfillTotal = null;
 
   function updateEmptyNote() {
     status.showEmptyNote(backfillDone && table.rowCount + table.pendingCount === 0);
@@ -61,10 +66,12 @@ function startViewer() {
     }
     receivedMeta = true;
     backfillDone = false;
+    backfillReceived = 0;
+    backfillTotal = meta.total;
     updateEmptyNote();
     status.hideUpstreamError();
     status.showSource(meta);
-    status.showProgress(0, meta.total);
+    status.showProgress(backfillReceived, backfillTotal);
     status.setState('backfilling');
   }
 
@@ -78,15 +85,22 @@ function startViewer() {
       console.warn(`Ignored ${entries.length - rows.length} entries that are not JSON objects.`);
     }
     table.queueEntries(rows, { live: backfillDone });
+    if (!backfillDone) {
+      backfillReceived += rows.length;
+      status.showProgress(backfillReceived, backfillTotal);
+    }
   }
 
   function handleProgress(progress) {
     if (!backfillDone) {
-      status.showProgress(progress.sent, progress.total);
+      backfillTotal = progress.total;
+      status.showProgress(progress.sent, backfillTotal);
     }
   }
 
   function handleUpstreamError(error) {
+    // The backfill stopped, so a running progress bar would claim that it goes on.
+    status.hideProgress();
     status.showUpstreamError(error);
     status.setState('upstreamError');
   }
