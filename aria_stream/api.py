@@ -11,12 +11,13 @@ import orjson
 from aiohttp import web
 
 from aria_stream.appkeys import source_key
+from aria_stream.backfill import project_entry
 from aria_stream.errors import ApiError, invalid_parameter
 from aria_stream.events import encode_json
 from aria_stream.models import project_full
 from aria_stream.params import LogsParams, parse_params
 from aria_stream.query import SpendQuery
-from aria_stream.stream import SpendSource, project_entry
+from aria_stream.source import SpendSource
 from aria_stream.upstream import PageStart, RowBatch
 
 logger = logging.getLogger(__name__)

@@ -4,27 +4,28 @@ from __future__ import annotations
 
 import logging
 import uuid
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
-from aiohttp_sse import EventSourceResponse
 from pydantic import SecretStr
 
-from aria_stream import api
+from aria_stream import api, ops
 from aria_stream.appkeys import (
+    metrics_key,
     request_id_key,
     settings_key,
     simulator_key,
     source_key,
-    streams_key,
+    tail_key,
 )
 from aria_stream.errors import ApiError, UpstreamError, error_body, json_error
 from aria_stream.filesource import FileSource
+from aria_stream.metrics import Metrics
 from aria_stream.settings import Settings
 from aria_stream.simulator import DEFAULT_KEY, Simulator, SimulatorConfig
 from aria_stream.stream import handle_stream, stop_streams
+from aria_stream.tail import TailService
 from aria_stream.upstream import LiteLLMClient, build_http_client
 
 logger = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
             url,
         )
     http = build_http_client(settings)
-    client = LiteLLMClient(http, settings)
+    client = LiteLLMClient(http, settings, metrics=app[metrics_key])
     client.kind = "simulator" if simulator is not None else "litellm"
     app[source_key] = client
     try:
@@ -130,6 +131,16 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         await http.aclose()
         if simulator is not None:
             await simulator.stop()
+
+
+async def tail_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Create the live tail (broker and poller) for the source; stop its poller at cleanup."""
+    tail = TailService(app[source_key], app[settings_key], app[metrics_key])
+    app[tail_key] = tail
+    try:
+        yield
+    finally:
+        await tail.close()
 
 
 async def handle_index(request: web.Request) -> web.FileResponse:
@@ -143,9 +154,9 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[request_id_middleware, security_headers_middleware, error_middleware]
     )
     app[settings_key] = settings
-    streams: weakref.WeakSet[EventSourceResponse] = weakref.WeakSet()
-    app[streams_key] = streams
+    app[metrics_key] = Metrics()
     app.cleanup_ctx.append(upstream_ctx)
+    app.cleanup_ctx.append(tail_ctx)
     app.on_shutdown.append(stop_streams)
     app.router.add_get("/", handle_index)
     app.router.add_static("/static/", STATIC_DIR, append_version=False)
@@ -153,4 +164,6 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/spend/logs", api.handle_logs)
     app.router.add_get("/api/spend/logs/{request_id}", api.handle_entry)
     app.router.add_get("/healthz", api.handle_healthz)
+    app.router.add_get("/readyz", ops.handle_readyz)
+    app.router.add_get("/metrics", ops.handle_metrics)
     return app

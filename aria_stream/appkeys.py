@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import weakref
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from aiohttp_sse import EventSourceResponse
 
 from aria_stream.settings import Settings
 
 if TYPE_CHECKING:
-    from aria_stream.stream import SpendSource
+    from aria_stream.metrics import Metrics
+    from aria_stream.source import SpendSource
+    from aria_stream.tail import TailService
 
 settings_key = web.AppKey("settings", Settings)
 source_key: web.AppKey[SpendSource] = web.AppKey("source")
-streams_key: web.AppKey[weakref.WeakSet[EventSourceResponse]] = web.AppKey("streams")
 simulator_key: web.AppKey[Any] = web.AppKey("simulator")
 request_id_key = web.RequestKey("request_id", str)
+metrics_key: web.AppKey[Metrics] = web.AppKey("metrics")
+tail_key: web.AppKey[TailService] = web.AppKey("tail")

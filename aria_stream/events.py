@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import quote, unquote
 
 import orjson
 
@@ -21,6 +20,14 @@ EVENT_MAX_BYTES = 64 * 1024
 EVENT_MAX_ROWS = 100
 
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CURSOR_MAX_MICROS = 10**16 - 1
+# Request id bytes that a cursor keeps as they are. Every other byte is escaped.
+_CURSOR_PLAIN = frozenset(b"-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_CURSOR_PLAIN_ID = re.compile(r"[-0-9A-Za-z]+")
+_CURSOR_ID = re.compile(r"(?:[-0-9A-Za-z]|[!.@_~][0-9A-F]{2})+")
+_CURSOR_ESCAPE = re.compile(rb"[!.@_~]([0-9A-F]{2})")
 
 
 def _escape_char(match: re.Match[str]) -> str:
@@ -69,20 +76,65 @@ def join_rows(encoded: list[str]) -> str:
 def make_cursor(start_time: datetime, request_id: str) -> str:
     """Build an event id that orders rows by start time, then request id.
 
-    The form is ``<microseconds since the epoch, 16 digits>-<percent-encoded request id>``, so
-    plain string comparison follows time order and the id never holds CR, LF or NUL.
+    The form is ``<microseconds since the epoch, 16 digits>-<escaped request id>``. Plain string
+    comparison of two cursors gives the order of their ``(start_time, request_id)`` pairs, and a
+    cursor holds only printable ASCII without ``:``, so it is a valid SSE id and a field of a
+    ``:``-separated position. Times outside 1970 to 2286 are clamped to that range.
     """
-    micros = int(start_time.astimezone(UTC).timestamp() * 1_000_000)
-    return f"{micros:016d}-{quote(request_id, safe='')}"
+    micros = (start_time.astimezone(UTC) - _EPOCH) // timedelta(microseconds=1)
+    micros = min(max(micros, 0), _CURSOR_MAX_MICROS)
+    return f"{micros:016d}-{_escape_request_id(request_id)}"
 
 
 def parse_cursor(cursor: str) -> tuple[datetime, str] | None:
     """Return ``(start_time, request_id)`` of a cursor, or None when it is malformed."""
-    micros, sep, request_id = cursor.partition("-")
-    if not sep or len(micros) != 16 or not micros.isdigit() or not request_id:
+    micros, sep, escaped = cursor.partition("-")
+    if not sep or len(micros) != 16 or not micros.isascii() or not micros.isdigit():
         return None
+    request_id = _unescape_request_id(escaped)
+    if request_id is None:
+        return None
+    return _EPOCH + timedelta(microseconds=int(micros)), request_id
+
+
+def _cursor_marker(byte: int) -> str:
+    """Return the escape marker for a byte outside ``[-0-9A-Za-z]``.
+
+    The marker sorts among the plain characters where the byte does, so escaping keeps the order
+    of request ids. No marker is ``:``.
+    """
+    if byte < 0x2D:  # below "-"
+        return "!"
+    if byte < 0x30:  # "." and "/"
+        return "."
+    if byte < 0x41:  # ":" to "@"
+        return "@"
+    if byte < 0x61:  # "[" to "`"
+        return "_"
+    return "~"  # "{" and above, which includes every byte of a non-ASCII character
+
+
+def _escape_request_id(request_id: str) -> str:
+    """Escape every UTF-8 byte outside ``[-0-9A-Za-z]`` as its marker and two hex digits."""
+    if _CURSOR_PLAIN_ID.fullmatch(request_id):
+        return request_id
+    parts = []
+    for byte in request_id.encode("utf-8", "surrogatepass"):
+        parts.append(chr(byte) if byte in _CURSOR_PLAIN else f"{_cursor_marker(byte)}{byte:02X}")
+    return "".join(parts)
+
+
+def _unescape_request_id(escaped: str) -> str | None:
+    """Reverse ``_escape_request_id``; return None unless ``escaped`` is exactly its output."""
+    if not _CURSOR_ID.fullmatch(escaped):
+        return None
+    data = _CURSOR_ESCAPE.sub(lambda match: bytes([int(match.group(1), 16)]), escaped.encode())
     try:
-        start = datetime.fromtimestamp(int(micros) / 1_000_000, UTC)
-    except (OverflowError, OSError, ValueError):
+        request_id = data.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
         return None
-    return start, unquote(request_id)
+    # A different spelling of the same id (a plain letter escaped, a wrong marker) would break
+    # the ordering of cursors, so only the one that make_cursor writes is accepted.
+    if _escape_request_id(request_id) != escaped:
+        return None
+    return request_id

@@ -30,6 +30,8 @@ class FileSource:
 
     kind = "file"
     endpoint = "file"
+    last_success: float | None = None
+    last_error: UpstreamError | None = None
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -13,18 +13,25 @@ How rows are found, and why it is safe:
    objects, but a JSON object is never a valid prefix of a longer JSON object, so orjson accepts
    the slice only at the true end.
 3. When orjson rejects a slice, the row is scanned byte by byte (strings and nesting tracked) to
-   find its exact end. A row that still fails to decode is reported as malformed and skipped.
+   find its exact end. The exact slice is decoded with orjson, then with the standard library's
+   ``json`` when orjson rejects it, because orjson rejects escaped lone surrogates
+   (``"\\ud800"``) that a client can send inside a prompt. A row that still fails to decode is
+   reported as malformed and skipped.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import orjson
 
 _WHITESPACE = b" \t\r\n"
+# RFC 8259 lets a parser ignore a leading byte order mark, which some Windows tools write.
+_UTF8_BOM = b"\xef\xbb\xbf"
 _ENVELOPE_HEAD = re.compile(
     rb'\{\s*((?:"[^"\\]*"\s*:\s*(?:-?[0-9][0-9.eE+-]*|true|false|null|"[^"\\]*")\s*,\s*)*)'
     rb'"data"\s*:\s*\['
@@ -35,7 +42,23 @@ _STRING_REST = re.compile(rb'(?:[^"\\]|\\.)*"', re.DOTALL)
 _SCALAR_END = re.compile(rb"[,\]]")
 # Bytes kept unsearched at the end of the buffer, because a row end pattern may be cut there.
 _LOOKAHEAD = 256
+# Row end matches tried per row before exact scanning. Rows with nested lists of objects, such as
+# ``messages`` or ``choices``, contain a few false matches, and each failed try costs one orjson
+# pass over the row, far less than an exact scan in Python.
+_MAX_ROW_END_TRIES = 8
 _EXCERPT_CHARS = 120
+# A body that does not start like JSON is collected up to this size before NotJSONBody is raised,
+# so that its excerpt contains more than the first network chunk.
+_NOT_JSON_PEEK_BYTES = 4 * _EXCERPT_CHARS
+_JSON_TYPE_NAMES = {
+    dict: "object",
+    list: "array",
+    str: "string",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
 
 
 class BodyError(ValueError):
@@ -70,6 +93,67 @@ def excerpt_of(data: bytes | bytearray, limit: int = _EXCERPT_CHARS) -> str:
     return text[:limit]
 
 
+def decode_json(data: bytes | bytearray | str) -> Any:
+    """Decode JSON text with orjson, or with the standard library when orjson rejects it.
+
+    The fallback exists for escaped lone surrogates (``"\\ud800"``), which orjson rejects. Like
+    orjson, it rejects ``NaN``, ``Infinity`` and numbers out of float range. When both decoders
+    reject the text, orjson's ``JSONDecodeError`` is raised.
+    """
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        try:
+            return json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
+        except (ValueError, RecursionError):
+            raise error from None
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def _scan_to_close(buf: bytes | bytearray, pos: int, depth: int) -> tuple[int, int, int]:
+    """Scan ``buf`` from ``pos``, at nesting ``depth``, for the bracket that closes an element.
+
+    Return ``(end, pos, depth)``. ``end`` is the index just past that bracket, or -1 when the
+    buffer ends first. In that case ``pos`` and ``depth`` are where to resume once more bytes
+    arrive.
+    """
+    while True:
+        match = _STRUCTURAL.search(buf, pos)
+        if match is None:
+            return -1, len(buf), depth
+        pos = match.start()
+        byte = buf[pos]
+        if byte == ord('"'):
+            string = _STRING_REST.match(buf, pos + 1)
+            if string is None:
+                return -1, pos, depth
+            pos = string.end()
+            continue
+        pos += 1
+        if byte in b"{[":
+            depth += 1
+        else:
+            depth -= 1
+            if depth == 0:
+                return pos, pos, depth
+
+
+def _is_whole_object(text: bytes | bytearray) -> bool:
+    """Check that ``text`` is one object whose braces balance, whether or not it is valid JSON."""
+    end, _, _ = _scan_to_close(text, 0, 0)
+    return text[:1] == b"{" and end > 0 and not text[end:].strip(_WHITESPACE)
+
+
 Item = dict[str, Any] | MalformedRow
 
 
@@ -93,8 +177,10 @@ class RowSplitter:
         self._expect_value = True
         self._row_end: re.Pattern[bytes] = _ANY_ROW_END
         self._first_key: str | None = None
+        self._first_key_json = b""
         self._scan_depth = 0
         self._scan_from = -1
+        self._row_end_tries = 0
         self._elements = 0
         self._decoded: object = None
 
@@ -135,21 +221,26 @@ class RowSplitter:
         return items
 
     def _detect_shape(self, *, final: bool) -> bool:
-        start = 0
+        start = len(_UTF8_BOM) if self._buf.startswith(_UTF8_BOM) else 0
         while start < len(self._buf) and self._buf[start] in _WHITESPACE:
             start += 1
         if start == len(self._buf):
             if final:
                 raise BodyError("body is empty")
             return False
+
         first = self._buf[start]
+        if first not in b"[{":
+            if not final and len(self._buf) - start < _NOT_JSON_PEEK_BYTES:
+                return False
+            raise NotJSONBody(excerpt_of(self._buf[start:]))
+
         if first == ord("["):
             self.shape = "array"
             self._pos = start + 1
             self._in_array = True
             return True
-        if first != ord("{"):
-            raise NotJSONBody(excerpt_of(self._buf[start:]))
+
         head = _ENVELOPE_HEAD.match(self._buf, start)
         if head is not None:
             self.shape = "envelope"
@@ -159,16 +250,15 @@ class RowSplitter:
             self._pos = head.end()
             self._in_array = True
             return True
+
+        # A first line that contains a whole object, valid or not, starts JSON lines. The first
+        # line of a pretty-printed document never does, because the document closes later.
         newline = self._buf.find(b"\n", start)
-        if newline >= 0:
-            try:
-                orjson.loads(self._buf[start:newline])
-            except orjson.JSONDecodeError:
-                pass
-            else:
-                self.shape = "lines"
-                self._pos = start
-                return True
+        if newline >= 0 and _is_whole_object(self._buf[start:newline]):
+            self.shape = "lines"
+            self._pos = start
+            return True
+
         if final:
             self.shape = "document"
             self._pos = start
@@ -188,18 +278,28 @@ class RowSplitter:
                 if final and buf[self._pos :].strip(_WHITESPACE):
                     line = bytes(buf[self._pos :])
                     self._pos = len(buf)
-                    try:
-                        value = orjson.loads(line)
-                    except orjson.JSONDecodeError as error:
-                        raise TruncatedBody(
-                            f"body ended inside a JSON line after {self.rows_seen} rows"
-                        ) from error
-                    items.append(self._as_row(value, line))
+                    items.append(self._decode_last_line(line))
                 return
             line = bytes(buf[self._pos : newline])
             self._pos = newline + 1
             if line.strip(_WHITESPACE):
                 items.append(self._decode(line))
+
+    def _decode_last_line(self, line: bytes) -> Item:
+        """Decode a last line that has no newline, or raise ``TruncatedBody`` if it was cut.
+
+        A line that does not decode is still complete when its braces balance, because an object
+        cut short never does. It is then a malformed row.
+        """
+        try:
+            value = decode_json(line)
+        except orjson.JSONDecodeError as error:
+            if not _is_whole_object(line.strip(_WHITESPACE)):
+                raise TruncatedBody(
+                    f"body ended inside a JSON line after {self.rows_seen} rows"
+                ) from error
+            return MalformedRow(reason=f"invalid JSON: {error}", excerpt=excerpt_of(line))
+        return self._as_row(value, line)
 
     def _split_array(self, items: list[Item], *, final: bool = False) -> None:
         buf = self._buf
@@ -238,6 +338,7 @@ class RowSplitter:
             self._pos = end
             self._search_from = end
             self._scan_from = -1
+            self._row_end_tries = 0
             self._expect_value = False
 
     def _finish_array(self, pos: int) -> None:
@@ -258,44 +359,58 @@ class RowSplitter:
                     self._scan_from, self._scan_depth = start, 0
                     break
                 if match is None:
-                    self._search_from = max(start, len(buf) - _LOOKAHEAD)
-                    return -1
+                    end = self._row_end_at_tail(start)
+                    if end < 0:
+                        self._search_from = max(search, len(buf) - _LOOKAHEAD)
+                    return end
                 end = match.start() + 1
                 try:
                     self._decoded = orjson.loads(buf[start:end])
                 except orjson.JSONDecodeError:
-                    # A nested list of objects, or a malformed row: settle it by exact scanning.
+                    # A match inside a nested list of objects, or a malformed row. The first is
+                    # settled by a later match, the second by exact scanning.
+                    self._row_end_tries += 1
+                    if self._row_end_tries < _MAX_ROW_END_TRIES:
+                        search = end
+                        continue
                     self._scan_from = start
                     self._scan_depth = 0
                     break
                 return end
-        return self._scan_exact(start)
+        return self._scan_exact()
 
-    def _scan_exact(self, start: int) -> int:
+    def _row_end_at_tail(self, start: int) -> int:
+        """Return the end of a row that closes at the last ``}`` of the buffer, or -1.
+
+        The row end pattern needs the bytes that follow ``}``. Without this check, a body cut
+        between two rows would hold back its last complete row until ``close``, which raises
+        ``TruncatedBody`` instead of returning it.
+        """
         buf = self._buf
-        pos = self._scan_from
-        depth = self._scan_depth
-        while True:
-            match = _STRUCTURAL.search(buf, pos)
-            if match is None:
-                self._scan_from, self._scan_depth = len(buf), depth
-                return -1
-            pos = match.start()
-            byte = buf[pos]
-            if byte == ord('"'):
-                string = _STRING_REST.match(buf, pos + 1)
-                if string is None:
-                    self._scan_from, self._scan_depth = pos, depth
-                    return -1
-                pos = string.end()
-                continue
-            pos += 1
-            if byte in b"{[":
-                depth += 1
-            else:
-                depth -= 1
-                if depth == 0:
-                    return pos
+        brace = buf.rfind(b"}", max(start, len(buf) - _LOOKAHEAD))
+        if brace < 0 or not self._may_open_next_row(bytes(buf[brace + 1 :])):
+            return -1
+        try:
+            self._decoded = orjson.loads(buf[start : brace + 1])
+        except orjson.JSONDecodeError:
+            return -1
+        return brace + 1
+
+    def _may_open_next_row(self, tail: bytes) -> bool:
+        """Check whether ``tail`` can begin a row separator such as ``,{"request_id"``."""
+        rest = tail.lstrip(_WHITESPACE)
+        if rest.startswith(b","):
+            rest = rest[1:].lstrip(_WHITESPACE)
+            if rest.startswith(b"{"):
+                rest = rest[1:].lstrip(_WHITESPACE)
+                return self._first_key_json.startswith(rest)
+        return not rest
+
+    def _scan_exact(self) -> int:
+        end, pos, depth = _scan_to_close(self._buf, self._scan_from, self._scan_depth)
+        if end < 0:
+            self._scan_from, self._scan_depth = pos, depth
+        return end
 
     def _find_other_end(self, start: int) -> int:
         if self._buf[start] in b'["':
@@ -304,7 +419,7 @@ class RowSplitter:
             if self._buf[start] == ord('"'):
                 string = _STRING_REST.match(self._buf, start + 1)
                 return -1 if string is None else string.end()
-            return self._scan_exact(start)
+            return self._scan_exact()
         match = _SCALAR_END.search(self._buf, start)
         if match is None:
             return -1
@@ -315,7 +430,7 @@ class RowSplitter:
 
     def _decode(self, data: bytes) -> Item:
         try:
-            value = orjson.loads(data)
+            value = decode_json(data)
         except orjson.JSONDecodeError as error:
             return MalformedRow(reason=f"invalid JSON: {error}", excerpt=excerpt_of(data))
         return self._as_row(value, data)
@@ -323,7 +438,7 @@ class RowSplitter:
     def _as_row(self, value: object, data: bytes) -> Item:
         if not isinstance(value, dict):
             return MalformedRow(
-                reason=f"row is a JSON {type(value).__name__}, not an object",
+                reason=f"row is a JSON {_JSON_TYPE_NAMES.get(type(value), 'value')}, not an object",
                 excerpt=excerpt_of(data or orjson.dumps(value)),
             )
         self.rows_seen += 1
@@ -333,13 +448,14 @@ class RowSplitter:
 
     def _learn_first_key(self, key: str) -> None:
         self._first_key = key
-        quoted = re.escape(orjson.dumps(key))
+        self._first_key_json = orjson.dumps(key)
+        quoted = re.escape(self._first_key_json)
         self._row_end = re.compile(rb"\}[ \t\r\n]*(?:,[ \t\r\n]*\{[ \t\r\n]*" + quoted + rb"|\])")
 
     def _read_document(self, items: list[Item]) -> None:
         data = bytes(self._buf[self._pos :])
         try:
-            document = orjson.loads(data)
+            document = decode_json(data)
         except orjson.JSONDecodeError as error:
             raise TruncatedBody(f"body is not a complete JSON document: {error}") from error
         rows = document.get("data") if isinstance(document, dict) else None
@@ -352,16 +468,22 @@ class RowSplitter:
         self._pos = len(self._buf)
 
     def _read_envelope_tail(self) -> None:
+        """Read the envelope members after the row list, such as ``, "total": 5}``."""
         tail = bytes(self._buf[self._pos :]).strip(_WHITESPACE)
-        if not tail.endswith(b"}"):
-            raise TruncatedBody("body ended after the row list, before the envelope closed")
-        members = tail[:-1].strip(_WHITESPACE)
-        if not members:
-            return
-        if not members.startswith(b","):
+        # Re-open the envelope so that its remaining members read as one object of their own.
+        if tail.startswith(b","):
+            rest = b"{" + tail[1:]
+        elif tail.startswith(b"}") or not tail:
+            rest = b"{" + tail
+        else:
             raise BodyError(f"unexpected data after the row list: {excerpt_of(tail)!r}")
+        end, _, _ = _scan_to_close(rest, 0, 0)
+        if end < 0:
+            raise TruncatedBody("body ended after the row list, before the envelope closed")
+        if rest[end:].strip(_WHITESPACE):
+            raise BodyError(f"unexpected data after the envelope: {excerpt_of(rest[end:])!r}")
         try:
-            extra = orjson.loads(b"{" + members[1:] + b"}")
+            extra = orjson.loads(rest)
         except orjson.JSONDecodeError as error:
             raise BodyError(f"envelope members after the row list are invalid: {error}") from error
         if isinstance(extra, dict):

@@ -17,6 +17,8 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, field_serializer, field_validator
 
+from aria_stream.jsonrows import decode_json
+
 ERROR_MESSAGE_MAX_CHARS = 300
 FULL_STRING_MAX_CHARS = 64 * 1024
 
@@ -24,7 +26,7 @@ Status = Literal["success", "failure"]
 
 
 class SpendLogEntry(BaseModel):
-    """Lite form of one spend-log row: what a list view needs, about 400 bytes of JSON."""
+    """Lite form of one spend-log row: what a list view needs, about 500 bytes of JSON."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -88,18 +90,26 @@ def parse_utc(value: object) -> datetime | None:
 
 
 def metadata_of(row: dict[str, Any]) -> dict[str, Any]:
-    """Return the row's metadata as a dict, decoding the JSON-string form of LiteLLM 1.88.x."""
+    """Return the row's metadata as a dict, decoding the JSON-string form of LiteLLM 1.88.x.
+
+    Metadata that is missing, null or not a JSON object gives an empty dict.
+    """
     metadata = row.get("metadata")
     if isinstance(metadata, dict):
         return metadata
-    if isinstance(metadata, (str, bytes)) and metadata:
-        try:
-            decoded = orjson.loads(metadata)
-        except orjson.JSONDecodeError:
-            return {}
-        if isinstance(decoded, dict):
+    if isinstance(metadata, (str, bytes)):
+        decoded = _decode_object(metadata)
+        if decoded is not None:
             return decoded
     return {}
+
+
+def _decode_object(text: str | bytes) -> dict[str, Any] | None:
+    try:
+        decoded = decode_json(text)
+    except orjson.JSONDecodeError:
+        return None
+    return decoded if isinstance(decoded, dict) else None
 
 
 def _text(value: object) -> str | None:
@@ -217,11 +227,17 @@ def project_full(row: dict[str, Any]) -> dict[str, Any]:
     """Build the full form: every upstream field, metadata decoded, long strings cut.
 
     Each string longer than 64 KB is cut to that length, and its dotted path and original length
-    are listed under the ``truncated`` key, so a viewer can say how much is missing.
+    are listed under the ``truncated`` key, so a viewer can say how much is missing. A metadata
+    string that is not a JSON object is kept as it came.
     """
     lite = project_lite(row)
     full: dict[str, Any] = {key: value for key, value in row.items()}
-    full["metadata"] = metadata_of(row)
+    metadata = row.get("metadata")
+    if isinstance(metadata, str):
+        decoded = _decode_object(metadata)
+        full["metadata"] = metadata if decoded is None else decoded
+    else:
+        full["metadata"] = metadata_of(row)
     truncated: dict[str, int] = {}
     cut = _cut_long_strings(full, "", truncated)
     cut["lite"] = SpendLogEntry.model_validate(lite).model_dump(mode="json")

@@ -82,6 +82,54 @@ class Settings(BaseSettings):
         ge=0,
         description="Reconnect delay in milliseconds suggested to EventSource clients.",
     )
+    poll_interval: float = Field(
+        default=2.0, gt=0, description="Seconds between two polls of LiteLLM for new rows."
+    )
+    poll_overlap: float = Field(
+        default=120.0,
+        ge=0,
+        description="Seconds each poll reaches back before the newest row, because LiteLLM "
+        "writes rows in batches and a long request shows up after shorter later ones.",
+    )
+    poller_linger: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds the poller keeps running after the last viewer left.",
+    )
+    max_backoff: float = Field(
+        default=60.0,
+        gt=0,
+        description="Longest wait, in seconds, between two polls while LiteLLM keeps failing.",
+    )
+    queue_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Bytes of events queued for one viewer before rows are dropped for it "
+        "and it gets a 'lagged' event.",
+    )
+    write_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a write to a viewer may block before that viewer is disconnected.",
+    )
+    replay_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=0,
+        description="Bytes of recent live rows kept so a viewer that reconnects gets exactly "
+        "what it missed.",
+    )
+    resume_max_age: float = Field(
+        default=6 * 3600.0,
+        gt=0,
+        description="Oldest event id, in seconds, a reconnecting viewer may resume from; an "
+        "older one gets a 'reset' event and a fresh backfill.",
+    )
+    ready_max_age: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds since the last successful LiteLLM call after which /readyz "
+        "answers 503.",
+    )
     log_level: str = Field(default="INFO", description="Log level: DEBUG, INFO, WARNING or ERROR.")
 
     @field_validator("litellm_url")

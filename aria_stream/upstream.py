@@ -42,6 +42,7 @@ from aria_stream.errors import (
     UpstreamUnreachable,
 )
 from aria_stream.jsonrows import BodyError, MalformedRow, NotJSONBody, RowSplitter, excerpt_of
+from aria_stream.metrics import Metrics
 from aria_stream.query import SpendQuery, litellm_date
 from aria_stream.settings import Settings
 
@@ -110,7 +111,10 @@ def build_http_client(settings: Settings) -> httpx.AsyncClient:
 class LiteLLMClient:
     """Spend-log reader for one LiteLLM proxy; remembers the endpoint and page size that work."""
 
-    def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, settings: Settings, *, metrics: Metrics | None = None
+    ) -> None:
+        self.metrics = metrics
         self.kind = "litellm"
         self.origin = http.base_url.host
         self.http = http
@@ -294,6 +298,23 @@ class LiteLLMClient:
             self.endpoint = endpoint
 
     async def _send(self, endpoint: Endpoint, params: dict[str, str]) -> httpx.Response:
+        """Send one request and record its outcome and latency in the metrics."""
+        started = time.monotonic()
+        try:
+            response = await self._send_request(endpoint, params)
+        except UpstreamError as error:
+            self._observe(endpoint, error.kind, started)
+            raise
+        self._observe(endpoint, str(response.status_code), started)
+        return response
+
+    def _observe(self, endpoint: Endpoint, outcome: str, started: float) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.upstream_requests.labels(endpoint, outcome).inc()
+        self.metrics.upstream_latency.labels(endpoint).observe(time.monotonic() - started)
+
+    async def _send_request(self, endpoint: Endpoint, params: dict[str, str]) -> httpx.Response:
         if endpoint == "legacy":
             # Legacy dates switch the answer to daily totals, and its filters differ, so it is
             # read without them and filtered locally; only a request id lookup is passed on.

@@ -1,0 +1,104 @@
+"""Stream positions: what an event id tells the server when a viewer reconnects.
+
+An event id has the form ``1:<top>:<low>:<remaining>:<epoch>:<seq>``:
+
+- ``top`` is the cursor of the newest row the viewer has (cursors sort in time order);
+- ``low`` is the cursor of the oldest backfill row it has, empty once the backfill is done;
+- ``remaining`` is how many backfill rows it is still owed;
+- ``epoch`` and ``seq`` name the last live batch it got from this server process, as ``<seq>`` or
+  ``<seq>+<n>`` when only the first ``n`` matching rows of that batch were sent.
+
+The row cursors make the id valid after a restart; ``epoch`` and ``seq`` let the same process
+replay exactly the live batches the viewer missed. A bare row cursor (as an ``after`` value)
+is also accepted and means "everything newer than this row".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from aria_stream.events import parse_cursor
+
+VERSION = "1"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPosition:
+    """Where a viewer is in a stream."""
+
+    top: str | None = None
+    low: str | None = None
+    remaining: int = 0
+    epoch: str | None = None
+    seq: int | None = None
+    seq_rows: int = 0
+
+    @property
+    def in_backfill(self) -> bool:
+        return self.low is not None and self.remaining > 0
+
+    def top_time(self) -> datetime | None:
+        parsed = parse_cursor(self.top) if self.top else None
+        return parsed[0] if parsed else None
+
+    def with_tail(self, top: str | None, epoch: str, seq: int, seq_rows: int = 0) -> StreamPosition:
+        """Return the position after (part of) a live batch, backfill finished."""
+        return replace(
+            self,
+            top=top or self.top,
+            low=None,
+            remaining=0,
+            epoch=epoch,
+            seq=seq,
+            seq_rows=seq_rows,
+        )
+
+    def encode(self) -> str:
+        """Return the event id text of this position."""
+        fields = [
+            VERSION,
+            self.top or "",
+            self.low or "",
+            str(self.remaining),
+            self.epoch or "",
+            _encode_seq(self.seq, self.seq_rows),
+        ]
+        return ":".join(fields)
+
+
+def parse_position(text: str) -> StreamPosition | None:
+    """Parse an event id or a bare row cursor; return None when it is malformed."""
+    if not text or len(text) > 2048:
+        return None
+    if ":" not in text:
+        return StreamPosition(top=text) if parse_cursor(text) else None
+    parts = text.split(":")
+    if len(parts) != 6 or parts[0] != VERSION:
+        return None
+    _, top, low, remaining, epoch, seq = parts
+    if top and parse_cursor(top) is None:
+        return None
+    if low and parse_cursor(low) is None:
+        return None
+    seq_number, _, seq_rows = seq.partition("+")
+    if not remaining.isdigit() or (seq_number and not seq_number.isdigit()):
+        return None
+    if seq_rows and not seq_rows.isdigit():
+        return None
+    if epoch and not epoch.isalnum():
+        return None
+    return StreamPosition(
+        top=top or None,
+        low=low or None,
+        remaining=int(remaining),
+        epoch=epoch or None,
+        seq=int(seq_number) if seq_number else None,
+        seq_rows=int(seq_rows) if seq_rows else 0,
+    )
+
+
+def _encode_seq(seq: int | None, rows: int) -> str:
+    if seq is None:
+        return ""
+    return f"{seq}+{rows}" if rows else str(seq)
