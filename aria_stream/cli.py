@@ -66,6 +66,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_settings_flags(serve)
 
+    tail = commands.add_parser(
+        "tail",
+        help="Print the rows of a running aria_stream server in the terminal.",
+        description="Connect to a running server's stream and print rows as they arrive; "
+        "reconnects with the last event id after a drop. Ctrl+C exits with 0.",
+    )
+    tail.add_argument("url", nargs="?", default="http://127.0.0.1:8765", help="Server base URL.")
+    tail.add_argument(
+        "--json", action="store_true", help="Print one JSON object per row, without colour."
+    )
+    tail.add_argument("--model", help="Only rows of this model.")
+    tail.add_argument("--model-group", help="Only rows of this model group.")
+    tail.add_argument(
+        "--status", choices=["success", "failure"], help="Only rows with this status."
+    )
+    tail.add_argument("--error-code", help="Only failures with this HTTP status, such as 429.")
+    tail.add_argument("--since", help="Only rows that started at or after this ISO 8601 time.")
+    tail.add_argument(
+        "--limit", type=int, default=20, help="Recent rows printed before new ones (default 20)."
+    )
+
     simulate = commands.add_parser(
         "simulate",
         help="Run the LiteLLM simulator alone.",
@@ -250,4 +271,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(arguments)
     if args.command == "simulate":
         return run_simulate(args)
+    if args.command == "tail":
+        return run_tail_command(args)
     return run_serve(args)
+
+
+def run_tail_command(args: argparse.Namespace) -> int:
+    from aria_stream.tailclient import run_tail
+
+    params = {
+        "limit": str(args.limit),
+        "model": args.model,
+        "model_group": args.model_group,
+        "status": args.status,
+        "error_code": args.error_code,
+        "since": args.since,
+    }
+    query = {key: value for key, value in params.items() if value}
+    return run_tail(args.url, query, as_json=args.json)

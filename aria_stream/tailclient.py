@@ -70,6 +70,9 @@ class TailClient:
         self.last_event_id: str | None = None
         self.recent: OrderedDict[str, None] = OrderedDict()
         self.stopped = False
+        # The backfill arrives newest first; it is printed oldest first once complete, so the
+        # terminal reads top to bottom in time order like ``tail -f``.
+        self.backfill: list[dict[str, Any]] | None = []
 
     def run(self, max_reconnects: int | None = None) -> int:
         """Read until interrupted; return the exit status."""
@@ -111,8 +114,17 @@ class TailClient:
 
     def _handle(self, event: ServerSentEvent) -> None:
         if event.event == "entries":
-            for row in json.loads(event.data):
+            rows = json.loads(event.data)
+            if self.backfill is not None:
+                self.backfill.extend(rows)
+                return
+            for row in rows:
                 self._print_row(row)
+            self.out.flush()
+        elif event.event == "done":
+            for row in reversed(self.backfill or []):
+                self._print_row(row)
+            self.backfill = None
             self.out.flush()
         elif event.event == "upstream_error":
             data = json.loads(event.data)
