@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
 .PHONY: run test lint fmt bench clean install
 
@@ -24,6 +25,14 @@ run: $(STAMP)
 # Run the test suite; browser tests skip when Chromium is missing, unless CI is set.
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Run every benchmark scenario (under 10 minutes on 2 cores); writes docs/benchmarks.md.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
 
 # Check style and types of the package.
 lint: $(STAMP)

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from aria_stream.appkeys import source_key
+from aria_stream.appkeys import settings_key, source_key
 from aria_stream.backfill import project_entry
 from aria_stream.errors import ApiError, invalid_parameter
 from aria_stream.events import encode_json
@@ -36,15 +36,18 @@ async def handle_logs(request: web.Request) -> web.Response:
     """Serve ``GET /api/spend/logs?limit=&offset=``: one page of rows, newest first."""
     params = parse_params(LogsParams, request.query)
     source = request.app[source_key]
+    max_bytes = request.app[settings_key].max_event_bytes
     query = params.to_query()
     # A source that filters upstream also counts the offset upstream; otherwise the offset
     # counts rows after local filtering, so the pages stay consistent.
     upstream_offset = params.offset if source.filters_upstream else 0
     try:
-        rows = await _read_page(source, query, params, upstream_offset=upstream_offset)
+        rows = await _read_page(
+            source, query, params, upstream_offset=upstream_offset, max_bytes=max_bytes
+        )
     except _OffsetNotApplicable:
         # The first request to LiteLLM found only legacy /spend/logs, which ignores filters.
-        rows = await _read_page(source, query, params, upstream_offset=0)
+        rows = await _read_page(source, query, params, upstream_offset=0, max_bytes=max_bytes)
     has_next = len(rows) > params.limit
     body = {
         "data": rows[: params.limit],
@@ -60,7 +63,12 @@ class _OffsetNotApplicable(Exception):
 
 
 async def _read_page(
-    source: SpendSource, query: SpendQuery, params: LogsParams, *, upstream_offset: int
+    source: SpendSource,
+    query: SpendQuery,
+    params: LogsParams,
+    *,
+    upstream_offset: int,
+    max_bytes: int,
 ) -> list[dict[str, Any]]:
     """Read up to ``limit + 1`` matching rows from ``params.offset`` on.
 
@@ -79,7 +87,7 @@ async def _read_page(
                 continue
             for raw in event.rows:
                 try:
-                    lite, row = project_entry(raw, params.full)
+                    lite, row = project_entry(raw, params.full, max_bytes=max_bytes)
                 except ValueError:
                     continue
                 if not query.matches(lite):
@@ -109,7 +117,8 @@ async def handle_entry(request: web.Request) -> web.Response:
             param="request_id",
             value=request_id,
         )
-    return json_response(project_full(raw), request)
+    max_bytes = request.app[settings_key].max_event_bytes
+    return json_response(project_full(raw, max_bytes=max_bytes), request)
 
 
 async def handle_healthz(request: web.Request) -> web.Response:

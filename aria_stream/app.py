@@ -10,7 +10,7 @@ from pathlib import Path
 from aiohttp import web
 from pydantic import SecretStr
 
-from aria_stream import api, ops
+from aria_stream import api, export, ops, security
 from aria_stream.appkeys import (
     metrics_key,
     request_id_key,
@@ -21,6 +21,7 @@ from aria_stream.appkeys import (
 )
 from aria_stream.errors import ApiError, UpstreamError, error_body, json_error
 from aria_stream.filesource import FileSource
+from aria_stream.limits import limit_streams
 from aria_stream.metrics import Metrics
 from aria_stream.settings import Settings
 from aria_stream.simulator import DEFAULT_KEY, Simulator, SimulatorConfig
@@ -151,17 +152,26 @@ async def handle_index(request: web.Request) -> web.FileResponse:
 def create_app(settings: Settings) -> web.Application:
     """Build the aria_stream application for these settings."""
     app = web.Application(
-        middlewares=[request_id_middleware, security_headers_middleware, error_middleware]
+        middlewares=[
+            request_id_middleware,
+            security.access_log_middleware,
+            security_headers_middleware,
+            security.cors_preflight_middleware,
+            error_middleware,
+            security.auth_middleware,
+        ]
     )
     app[settings_key] = settings
     app[metrics_key] = Metrics()
+    security.setup_security(app, settings)
     app.cleanup_ctx.append(upstream_ctx)
     app.cleanup_ctx.append(tail_ctx)
     app.on_shutdown.append(stop_streams)
     app.router.add_get("/", handle_index)
     app.router.add_static("/static/", STATIC_DIR, append_version=False)
-    app.router.add_get("/api/spend/stream", handle_stream)
+    app.router.add_get("/api/spend/stream", limit_streams(handle_stream))
     app.router.add_get("/api/spend/logs", api.handle_logs)
+    app.router.add_get("/api/spend/export", export.handle_export)
     app.router.add_get("/api/spend/logs/{request_id}", api.handle_entry)
     app.router.add_get("/healthz", api.handle_healthz)
     app.router.add_get("/readyz", ops.handle_readyz)

@@ -18,7 +18,7 @@ from typing import Any
 from aria_stream.events import chunk_rows, encode_json, join_rows, make_cursor, parse_cursor
 from aria_stream.framing import sse_frame
 from aria_stream.metrics import Metrics
-from aria_stream.models import SpendLogEntry, project_full, project_lite
+from aria_stream.models import FULL_ROW_MAX_BYTES, SpendLogEntry, project_full, project_lite
 from aria_stream.position import StreamPosition
 from aria_stream.query import SpendQuery
 from aria_stream.source import SpendSource
@@ -30,11 +30,16 @@ logger = logging.getLogger(__name__)
 Sink = Callable[[Outgoing], Awaitable[None]]
 
 
-def project_entry(raw: dict[str, Any], full: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Return ``(lite fields, event row)`` for a raw row; raise ``ValueError`` if unusable."""
+def project_entry(
+    raw: dict[str, Any], full: bool, *, max_bytes: int = FULL_ROW_MAX_BYTES
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return ``(lite fields, event row)`` for a raw row; raise ``ValueError`` if unusable.
+
+    A full row is cut to about ``max_bytes`` of JSON, with what was cut noted in it.
+    """
     lite = project_lite(raw)
     if full:
-        return lite, project_full(raw)
+        return lite, project_full(raw, max_bytes=max_bytes)
     return lite, SpendLogEntry.model_validate(lite).model_dump(mode="json")
 
 
@@ -54,10 +59,12 @@ class Backfill:
         metrics: Metrics,
         request_id: str,
         offset: int = 0,
+        max_bytes: int = FULL_ROW_MAX_BYTES,
     ) -> None:
         self.source = source
         self.query = query
         self.full = full
+        self.max_bytes = max_bytes
         self.limit = limit
         self.sink = sink
         self.on_endpoint = on_endpoint
@@ -72,7 +79,9 @@ class Backfill:
         self.sent = 0
         self.skipped = 0
         self.total: int | None = None
-        self.ids: set[str] = set()
+        # Request id -> start time (seconds since the epoch) of every row sent.
+        self.ids: dict[str, float] = {}
+        self._last_progress: dict[str, Any] | None = None
 
     @property
     def remaining(self) -> int:
@@ -98,12 +107,22 @@ class Backfill:
                 elif isinstance(event, PageEnd):
                     if event.total is not None and self.total is None:
                         self.total = min(self.limit, event.total)
-                    await self.send_event("progress", self.progress())
+                    await self.send_progress()
                 if self.remaining <= 0:
                     break
+        # The limit can end the backfill in the middle of a page, before its progress event.
+        await self.send_progress()
 
     def progress(self) -> dict[str, Any]:
         return {"sent": self.sent, "total": self.total, "skipped": self.skipped}
+
+    async def send_progress(self) -> None:
+        """Send a ``progress`` event unless the last one already had the same counts."""
+        progress = self.progress()
+        if progress == self._last_progress:
+            return
+        self._last_progress = progress
+        await self.send_event("progress", progress)
 
     async def send_event(self, event: str, data: dict[str, Any]) -> None:
         await self.sink(Outgoing(sse_frame(event, encode_json(data)), event))
@@ -115,7 +134,7 @@ class Backfill:
             if len(encoded) >= self.remaining:
                 break
             try:
-                lite, row = project_entry(raw, self.full)
+                lite, row = project_entry(raw, self.full, max_bytes=self.max_bytes)
             except ValueError as error:
                 self.skipped += 1
                 self.metrics.rows_skipped.inc()
@@ -128,7 +147,7 @@ class Backfill:
                 continue
             if lite["request_id"] in self.ids:
                 continue
-            self.ids.add(lite["request_id"])
+            self.ids[lite["request_id"]] = lite["start_time"].timestamp()
             encoded.append(encode_json(row))
             cursors.append(cursor)
         for malformed in batch.malformed:
@@ -141,15 +160,16 @@ class Backfill:
                 malformed.excerpt,
             )
         index = 0
-        for chunk in chunk_rows(encoded):
+        for chunk in chunk_rows(encoded, self.max_bytes):
             first, index = index, index + len(chunk)
             if self.top is None:
                 self.top = cursors[first]
             self.sent += len(chunk)
             self.low = cursors[index - 1]
             position = replace(self.position, top=self.top, low=self.low, remaining=self.remaining)
-            data = sse_frame("entries", join_rows(chunk), id=position.encode())
-            await self.sink(Outgoing(data, "entries", len(chunk), position.encode()))
+            text = position.encode()
+            data = sse_frame("entries", join_rows(chunk), id=text)
+            await self.sink(Outgoing(data, "entries", len(chunk), text))
 
 
 def _cursor_time(cursor: str) -> datetime:

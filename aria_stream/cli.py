@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from aria_stream import __version__
 from aria_stream.filesource import FileSource, FileSourceError
+from aria_stream.redact import install_log_filter
 from aria_stream.settings import Settings
 from aria_stream.simulator import DEFAULT_KEY, FAULT_KINDS, Fault, Simulator, SimulatorConfig
 
@@ -26,8 +27,9 @@ logger = logging.getLogger(__name__)
 # port needs privileges.
 BIND_ERRORS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
 
-# The key is read from ARIA_LITELLM_KEY only, so it never shows in the process list.
-SECRET_SETTINGS = {"litellm_key"}
+# The key and the viewer token are read from the environment only, so they never show in the
+# process list.
+SECRET_SETTINGS = {"litellm_key", "auth_token"}
 
 
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +41,11 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
         env = f"ARIA_{name.upper()}"
         help_text = f"{field.description} (env {env}; default {field.default!r})"
         annotation = field.annotation
+        if annotation is bool:
+            parser.add_argument(
+                flag, dest=name, action="store_const", const=True, default=None, help=help_text
+            )
+            continue
         kind: Any = str
         if annotation in (int, int | None):
             kind = int
@@ -158,6 +165,7 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    install_log_filter(logging.getLogger().handlers)
     # httpx logs every request at INFO, which would flood the log while polling.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
@@ -184,6 +192,12 @@ def run_serve(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
+    from aria_stream.security import public_bind_problem
+
+    bind_problem = public_bind_problem(settings)
+    if bind_problem is not None:
+        print(f"aria-stream: {bind_problem}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level)
     from aria_stream.app import create_app
 

@@ -51,15 +51,17 @@ def encode_json(value: Any) -> str:
     return _NON_ASCII.sub(_escape_char, data.decode("utf-8"))
 
 
-def chunk_rows(encoded: Iterable[str]) -> Iterator[list[str]]:
-    """Group encoded rows into event-sized lists: at most 100 rows or about 64 KB each.
+def chunk_rows(encoded: Iterable[str], max_bytes: int = EVENT_MAX_BYTES) -> Iterator[list[str]]:
+    """Group encoded rows into event-sized lists: at most 100 rows or about ``max_bytes`` each.
 
-    A single row larger than the byte limit gets an event of its own.
+    ``max_bytes`` is at most 64 KB. A single row larger than the byte limit gets an event of its
+    own.
     """
+    limit = min(max_bytes, EVENT_MAX_BYTES)
     batch: list[str] = []
     size = 2
     for row in encoded:
-        if batch and (len(batch) >= EVENT_MAX_ROWS or size + len(row) + 1 > EVENT_MAX_BYTES):
+        if batch and (len(batch) >= EVENT_MAX_ROWS or size + len(row) + 1 > limit):
             yield batch
             batch, size = [], 2
         batch.append(row)

@@ -11,16 +11,48 @@ LiteLLM rows differ between versions, so the projection is lenient about what it
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, field_serializer, field_validator
 
+from aria_stream.events import encode_json
 from aria_stream.jsonrows import decode_json
+from aria_stream.redact import REDACTED, contains_secret_json, redact
 
 ERROR_MESSAGE_MAX_CHARS = 300
+# Other text fields of the lite form; a longer value is cut, which keeps a lite row small.
+LITE_TEXT_MAX_CHARS = 256
+# A row with a longer request id is skipped: the id is part of every event id and cursor.
+REQUEST_ID_MAX_CHARS = 256
 FULL_STRING_MAX_CHARS = 64 * 1024
+FULL_ROW_MAX_BYTES = 256 * 1024
+# Deeper lists and objects are emptied, so walking and encoding a row stays far below the
+# recursion limits of Python and orjson.
+FULL_MAX_DEPTH = 100
+# At most this many cut paths are listed in ``truncated``; ``original_bytes`` covers the rest.
+TRUNCATED_MAX_PATHS = 100
+PATH_KEY_MAX_CHARS = 64
+# Fields where LiteLLM rows carry the SHA-256 hash of the key that made the request.
+KEY_HASH_FIELDS = frozenset({"api_key", "user_api_key", "token", "user_api_key_hash"})
+_KEY_HASH = re.compile(r"[0-9a-f]{32,128}")
+# Request headers whose values are credentials, in lower case; LiteLLM can store the headers
+# of a request under ``proxy_server_request`` or ``metadata``.
+SECRET_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "x-api-key",
+        "api-key",
+        "x-litellm-api-key",
+        "x-goog-api-key",
+    }
+)
 
 Status = Literal["success", "failure"]
 
@@ -112,12 +144,14 @@ def _decode_object(text: str | bytes) -> dict[str, Any] | None:
     return decoded if isinstance(decoded, dict) else None
 
 
-def _text(value: object) -> str | None:
+def _text(value: object, limit: int = LITE_TEXT_MAX_CHARS) -> str | None:
     if value is None:
         return None
-    if isinstance(value, str):
-        return value or None
-    return str(value)
+    text = value if isinstance(value, str) else str(value)
+    if not text:
+        return None
+    # Redacted before the cut, so that a cut cannot leave the start of a secret behind.
+    return _cut(redact(text), limit)
 
 
 def _int(value: object) -> int:
@@ -186,9 +220,15 @@ def project_lite(row: dict[str, Any]) -> dict[str, Any]:
     Raise ``ValueError`` when the row has no ``request_id`` or no parseable ``startTime``,
     because such a row can be neither ordered nor fetched again.
     """
-    request_id = _text(row.get("request_id"))
+    raw_id = row.get("request_id")
+    request_id = None if raw_id is None or raw_id == "" else str(raw_id)
     if request_id is None:
         raise ValueError("row has no request_id")
+    if len(request_id) > REQUEST_ID_MAX_CHARS:
+        raise ValueError(
+            f"row has a request_id of {len(request_id)} characters, more than "
+            f"{REQUEST_ID_MAX_CHARS}: {request_id[:40]!r}..."
+        )
     start = parse_utc(row.get("startTime"))
     if start is None:
         raise ValueError(f"row {request_id!r} has no valid startTime: {row.get('startTime')!r}")
@@ -219,47 +259,191 @@ def project_lite(row: dict[str, Any]) -> dict[str, Any]:
         "session_id": _text(row.get("session_id")),
         "error_code": _text(error.get("error_code")),
         "error_class": _text(error.get("error_class")),
-        "error_message": _cut(_text(error.get("error_message")), ERROR_MESSAGE_MAX_CHARS),
+        "error_message": _text(error.get("error_message"), ERROR_MESSAGE_MAX_CHARS),
     }
 
 
-def project_full(row: dict[str, Any]) -> dict[str, Any]:
-    """Build the full form: every upstream field, metadata decoded, long strings cut.
+def project_full(row: dict[str, Any], *, max_bytes: int = FULL_ROW_MAX_BYTES) -> dict[str, Any]:
+    """Build the full form: every upstream field, metadata decoded, long values cut.
 
     Each string longer than 64 KB is cut to that length, and its dotted path and original length
     are listed under the ``truncated`` key, so a viewer can say how much is missing. A metadata
-    string that is not a JSON object is kept as it came.
+    string that is not a JSON object is kept as it came. Key hashes are shortened, credentials
+    in stored request headers and registered secrets are replaced by ``[redacted]``.
+
+    A row whose JSON would still exceed ``max_bytes`` is cut harder (shorter strings, fewer list
+    items and object keys below the top level) until it fits. A list or object cut this way is
+    listed in ``truncated`` with its original number of items. Whenever something was cut,
+    ``original_bytes`` is the size of the upstream row as stream JSON.
     """
-    lite = project_lite(row)
-    full: dict[str, Any] = {key: value for key, value in row.items()}
+    lite = SpendLogEntry.model_validate(project_lite(row)).model_dump(mode="json")
+    source: dict[str, Any] = {key: value for key, value in row.items()}
     metadata = row.get("metadata")
     if isinstance(metadata, str):
         decoded = _decode_object(metadata)
-        full["metadata"] = metadata if decoded is None else decoded
+        source["metadata"] = metadata if decoded is None else decoded
     else:
-        full["metadata"] = metadata_of(row)
-    truncated: dict[str, int] = {}
-    cut = _cut_long_strings(full, "", truncated)
-    cut["lite"] = SpendLogEntry.model_validate(lite).model_dump(mode="json")
-    if truncated:
-        cut["truncated"] = truncated
-    return dict(cut)
+        source["metadata"] = metadata_of(row)
+
+    # Most rows contain no secret, so the walk redacts only when the first result shows one.
+    redacting = False
+    full = _build_full(source, lite, _Limits(FULL_STRING_MAX_CHARS, None), redacting)
+    if _contains_secret(full):
+        redacting = True
+        full = _build_full(source, lite, _Limits(FULL_STRING_MAX_CHARS, None), redacting)
+    if "truncated" not in full:
+        if _encoded_size(full, max_bytes) <= max_bytes:
+            return full
+    original = _encoded_size(row, 0)
+    full["original_bytes"] = original
+    if _encoded_size(full, max_bytes) <= max_bytes:
+        return full
+    for limits in _TIGHTER_LIMITS:
+        smaller = _build_full(source, lite, limits, redacting)
+        smaller["original_bytes"] = original
+        if _encoded_size(smaller, max_bytes) <= max_bytes:
+            return smaller
+    # Even the tightest cut is too large, for example because of thousands of top-level keys.
+    return {"request_id": lite["request_id"], "lite": lite, "original_bytes": original}
 
 
-def _cut_long_strings(value: Any, path: str, truncated: dict[str, int]) -> Any:
-    if isinstance(value, str):
-        if len(value) > FULL_STRING_MAX_CHARS:
-            truncated[path] = len(value)
-            return value[:FULL_STRING_MAX_CHARS]
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    """How hard ``_Cutter`` cuts: characters per string, items per nested list or object."""
+
+    string_chars: int
+    items: int | None
+
+
+# Tried in order for a row above the event size limit; the first that fits is used.
+_TIGHTER_LIMITS = (
+    _Limits(16 * 1024, 1000),
+    _Limits(4 * 1024, 200),
+    _Limits(1024, 50),
+    _Limits(256, 10),
+    _Limits(64, 3),
+)
+
+
+def _build_full(
+    source: dict[str, Any], lite: dict[str, Any], limits: _Limits, redacting: bool
+) -> dict[str, Any]:
+    cutter = _Cutter(limits, redacting)
+    full: dict[str, Any] = cutter.walk(source, None, 0, in_headers=False)
+    full["lite"] = lite
+    if cutter.truncated:
+        full["truncated"] = cutter.truncated
+    return full
+
+
+def _contains_secret(value: Any) -> bool:
+    try:
+        data = orjson.dumps(value)
+    except TypeError:
+        data = encode_json(value).encode("ascii")
+    return contains_secret_json(data)
+
+
+def _encoded_size(value: Any, limit: int) -> int:
+    """Return the size of ``value`` as stream JSON, where non-ASCII characters are escaped."""
+    try:
+        compact = orjson.dumps(value)
+    except TypeError:
+        compact = None
+    # An escape is at most 3 times as long as the UTF-8 bytes it replaces, so a row that fits
+    # even when fully escaped is not encoded a second time.
+    if compact is not None and (compact.isascii() or 3 * len(compact) <= limit):
+        return len(compact) if compact.isascii() else 3 * len(compact)
+    return len(encode_json(value))
+
+
+# A path in a row as a chain of (parent, step) pairs, joined into text only for ``truncated``.
+_Path = tuple[Any, str] | None
+
+
+def _path_text(path: _Path) -> str:
+    steps: list[str] = []
+    while path is not None:
+        path, step = path
+        steps.append(step)
+    return "".join(reversed(steps)).removeprefix(".")
+
+
+class _Cutter:
+    """One walk over a row that cuts, shortens and redacts, recording what it cut."""
+
+    def __init__(self, limits: _Limits, redacting: bool) -> None:
+        self.limits = limits
+        self.redact = redact if redacting else _unchanged
+        self.truncated: dict[str, int] = {}
+
+    def note(self, path: _Path, length: int) -> None:
+        if len(self.truncated) < TRUNCATED_MAX_PATHS:
+            self.truncated[_path_text(path)] = length
+
+    def walk(self, value: Any, path: _Path, depth: int, *, in_headers: bool) -> Any:
+        if isinstance(value, str):
+            return self.string(value, path)
+        if isinstance(value, dict):
+            if depth >= FULL_MAX_DEPTH:
+                self.note(path, len(value))
+                return {}
+            return self.mapping(value, path, depth, in_headers=in_headers)
+        if isinstance(value, list):
+            if depth >= FULL_MAX_DEPTH:
+                self.note(path, len(value))
+                return []
+            items = value
+            if self.limits.items is not None and depth > 0 and len(value) > self.limits.items:
+                self.note(path, len(value))
+                items = value[: self.limits.items]
+            return [
+                self.walk(item, (path, f"[{index}]"), depth + 1, in_headers=False)
+                for index, item in enumerate(items)
+            ]
         return value
-    if isinstance(value, dict):
-        return {
-            key: _cut_long_strings(item, f"{path}.{key}" if path else str(key), truncated)
-            for key, item in value.items()
-        }
-    if isinstance(value, list):
-        return [
-            _cut_long_strings(item, f"{path}[{index}]", truncated)
-            for index, item in enumerate(value)
-        ]
-    return value
+
+    def string(self, value: str, path: _Path) -> str:
+        original = len(value)
+        value = self.redact(value)
+        if len(value) > self.limits.string_chars:
+            self.note(path, original)
+            value = value[: self.limits.string_chars]
+        return value
+
+    def mapping(
+        self, value: dict[str, Any], path: _Path, depth: int, *, in_headers: bool
+    ) -> dict[str, Any]:
+        pairs = list(value.items())
+        if self.limits.items is not None and depth > 0 and len(pairs) > self.limits.items:
+            self.note(path, len(pairs))
+            pairs = pairs[: self.limits.items]
+        result: dict[str, Any] = {}
+        for key, item in pairs:
+            name = str(key)
+            if item is None or isinstance(item, (bool, int, float)):
+                # The most common values need no walk: null, booleans and numbers.
+                result[self.redact(name)] = item
+                continue
+            lowered = name.lower()
+            if in_headers and lowered in SECRET_HEADERS and item is not None:
+                result[self.redact(name)] = REDACTED
+            elif lowered in KEY_HASH_FIELDS and isinstance(item, str) and _KEY_HASH.fullmatch(item):
+                result[name] = shorten_hash(item)
+            elif isinstance(item, str) and len(item) <= self.limits.string_chars:
+                # The common case, a short string, skips the call of ``walk``.
+                result[self.redact(name)] = self.redact(item)
+            else:
+                child = (path, "." + name[:PATH_KEY_MAX_CHARS])
+                headers = lowered == "headers"
+                result[self.redact(name)] = self.walk(item, child, depth + 1, in_headers=headers)
+        return result
+
+
+def _unchanged(text: str) -> str:
+    return text
+
+
+def shorten_hash(value: str) -> str:
+    """Shorten a key hash to its first 8 and last 4 characters, enough to tell keys apart."""
+    return f"{value[:8]}…{value[-4:]}"

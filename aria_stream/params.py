@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -15,6 +15,14 @@ FILTER_MAX_CHARS = 200
 STREAM_LIMIT_MAX = 10_000
 PAGE_LIMIT_MAX = 100
 OFFSET_MAX = 1_000_000
+# Maximum days a query may reach into the past (about 5 years), because a wider window makes
+# LiteLLM count rows across the whole table. The part of a window after now is not counted.
+RANGE_MAX_DAYS = 1830
+# Dates outside these years are typing mistakes, and date arithmetic on them can overflow.
+YEAR_MIN = 2000
+YEAR_MAX = 2099
+# Event ids are far shorter; a longer ``after`` cannot be one.
+AFTER_MAX_CHARS = 2048
 
 # What each parameter accepts, as the error message states it.
 EXPECTED = {
@@ -27,6 +35,7 @@ EXPECTED = {
     "model": f"a string of 1 to {FILTER_MAX_CHARS} characters",
     "model_group": f"a string of 1 to {FILTER_MAX_CHARS} characters",
     "error_code": "an HTTP status code of 3 digits, such as 429",
+    "after": f"an event id of at most {AFTER_MAX_CHARS} characters",
 }
 
 
@@ -68,6 +77,7 @@ class StreamParams(FilterParams):
     """Query of ``GET /api/spend/stream``."""
 
     limit: int = Field(default=200, ge=1, le=STREAM_LIMIT_MAX)
+    after: str | None = Field(default=None, max_length=AFTER_MAX_CHARS)
 
 
 class LogsParams(FilterParams):
@@ -103,7 +113,35 @@ def parse_params(model: type[Params], query: Mapping[str, str]) -> Params:
             param="since",
             value=values["since"],
         )
+    _check_window(params, values)
     return params
+
+
+def _check_window(params: FilterParams, values: Mapping[str, str]) -> None:
+    """Raise a 400 ``ApiError`` for a date outside the accepted years or too wide a window."""
+    for name in ("since", "until"):
+        value = getattr(params, name)
+        if value is not None and not YEAR_MIN <= value.year <= YEAR_MAX:
+            raise ApiError(
+                400,
+                "invalid_parameter",
+                f"{name} must be a date from {YEAR_MIN} to {YEAR_MAX}, got {values[name]!r}",
+                param=name,
+                value=values[name],
+            )
+    if params.since is None:
+        return
+    now = datetime.now(UTC)
+    end = now if params.until is None else min(params.until, now)
+    if end - params.since > timedelta(days=RANGE_MAX_DAYS):
+        raise ApiError(
+            400,
+            "invalid_parameter",
+            f"since must be at most {RANGE_MAX_DAYS} days before until or now, whichever is "
+            f"earlier, got since={values['since']!r}",
+            param="since",
+            value=values["since"],
+        )
 
 
 def _limit_max(model: type[FilterParams]) -> int:

@@ -6,18 +6,30 @@ README lists every field.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# A browser origin: scheme, host and an optional port, nothing after.
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+
+
+def _is_header_safe(text: str) -> bool:
+    """Check that ``text`` is printable ASCII without spaces, so it fits an HTTP header."""
+    return all("!" <= char <= "~" for char in text)
 
 
 class Settings(BaseSettings):
     """Configuration of one aria_stream process."""
 
-    model_config = SettingsConfigDict(env_prefix="ARIA_", extra="forbid", frozen=True)
+    # Validation errors would otherwise quote a rejected key or token in their text.
+    model_config = SettingsConfigDict(
+        env_prefix="ARIA_", extra="forbid", frozen=True, hide_input_in_errors=True
+    )
 
     litellm_url: str | None = Field(
         default=None,
@@ -131,6 +143,100 @@ class Settings(BaseSettings):
         "answers 503.",
     )
     log_level: str = Field(default="INFO", description="Log level: DEBUG, INFO, WARNING or ERROR.")
+    auth_token: SecretStr | None = Field(
+        default=None,
+        description="Viewer token of at least 16 characters. When set, the viewer asks for it "
+        "once and keeps a session cookie, and API clients send 'Authorization: Bearer'.",
+    )
+    insecure_public: bool = Field(
+        default=False,
+        description="Allow binding to an address other than loopback without auth_token, "
+        "so anyone who reaches the port reads the spend logs.",
+    )
+    session_ttl: float = Field(
+        default=12 * 3600.0,
+        gt=0,
+        description="Seconds a sign-in session lasts; its open streams close when it expires.",
+    )
+    session_max: int = Field(
+        default=1000,
+        ge=1,
+        description="Sign-in sessions kept in memory; the oldest is signed out past this.",
+    )
+    login_max_failures: int = Field(
+        default=5,
+        ge=1,
+        description="Wrong tokens accepted from one client address within login_window "
+        "before it gets 429 responses.",
+    )
+    login_window: float = Field(
+        default=60.0, gt=0, description="Seconds over which wrong tokens are counted."
+    )
+    behind_proxy: bool = Field(
+        default=False,
+        description="Take the client address from the last X-Forwarded-For entry and the "
+        "scheme from X-Forwarded-Proto, as set by a reverse proxy such as nginx; enable it "
+        "only when clients cannot reach aria_stream directly.",
+    )
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Origins allowed to call the API from a browser (CORS), separated by "
+        "commas, such as https://dash.example.com; empty turns CORS off.",
+    )
+    max_streams: int = Field(
+        default=100,
+        ge=1,
+        description="Open streams the server accepts; more get 503 with Retry-After.",
+    )
+    max_streams_per_client: int = Field(
+        default=10,
+        ge=1,
+        description="Open streams one client address may have; more get 429 with Retry-After.",
+    )
+    max_event_bytes: int = Field(
+        default=256 * 1024,
+        ge=16 * 1024,
+        description="Largest encoded full row in bytes; a larger row is cut and the cut "
+        "parts are listed with their original sizes.",
+    )
+
+    @field_validator("litellm_key")
+    @classmethod
+    def _check_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # httpx would reject such a key later, in an error that quotes the header.
+        if value is not None and not _is_header_safe(value.get_secret_value()):
+            raise ValueError("must be printable ASCII without spaces")
+        return value
+
+    @field_validator("auth_token")
+    @classmethod
+    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or value.get_secret_value() == "":
+            return None
+        token = value.get_secret_value()
+        if not _is_header_safe(token) or not 16 <= len(token) <= 1024:
+            raise ValueError(
+                "must be 16 to 1024 printable ASCII characters without spaces; generate one "
+                "with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("cors_origins", mode="after")
+    @classmethod
+    def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"each origin must be scheme://host[:port] without a path, got {origin!r}"
+                )
+        return value
 
     @field_validator("litellm_url")
     @classmethod
@@ -139,6 +245,9 @@ class Settings(BaseSettings):
             return None
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"must start with http:// or https://, got {value!r}")
+        if "@" in value.split("/")[2]:
+            # The URL shows up in error messages and logs, so it must not carry a password.
+            raise ValueError("must not contain a user or password; set ARIA_LITELLM_KEY instead")
         return value.rstrip("/")
 
     @field_validator("log_level")

@@ -1,18 +1,27 @@
 """The SSE stream of ``GET /api/spend/stream``: a backfill, then the live tail, resumable.
 
-Events: ``meta`` first (with the ``retry:`` hint), ``reset`` when the viewer's event id cannot be
-resumed, ``entries`` (each with an ``id:``) and ``progress`` during the backfill, ``done``, then
-live ``entries`` from the shared poller, named ``ping`` heartbeats, ``upstream_error`` and
-``upstream_ok`` as LiteLLM fails and recovers, ``lagged`` for a viewer that reads too slowly and
-``shutdown`` when the server stops.
+Events: ``meta`` comes first (with the ``retry:`` hint), then ``reset`` when the viewer's event
+id cannot be resumed. The backfill sends ``entries`` (each with an ``id:``) and ``progress``,
+then ``done``, whose ``id:`` marks the end of the backfill. The live tail then sends ``entries``
+from the shared poller and named ``ping`` heartbeats. ``upstream_error`` and ``upstream_ok``
+follow LiteLLM's failures and recoveries, ``skipped`` reports rows the poller could not read,
+``lagged`` goes to a viewer that reads too slowly and ``shutdown`` to every viewer when the
+server stops.
 
 How a reconnect resumes (the event id is a ``StreamPosition``):
 
 1. An id from the backfill continues the backfill below its oldest row, then sends every row
-   newer than its newest row, read again from LiteLLM.
-2. An id from the live tail of this same process gets exactly the batches it missed, kept by
-   the broker. An id from another process (a restart) gets the rows newer than its newest row,
-   read again from LiteLLM.
+   newer than its newest row, read again from LiteLLM (a catch-up).
+2. An id from ``done`` or the live tail of this same process gets exactly the batches it missed,
+   kept by the broker, without the rows its handover lists.
+3. Any other id (from another process, after a restart, or once the broker has dropped the
+   batches) gets a catch-up from its newest row.
+
+NOTE: a catch-up finds rows by start time, so it misses a row that started before the viewer's
+newest row but that LiteLLM recorded only after the viewer's last read (a long request). A
+resume within one process from ``done`` or a live id sends such a row, as long as the broker
+still keeps the batches (``replay_bytes``) and the row started within ``poll_overlap`` of being
+recorded.
 """
 
 from __future__ import annotations
@@ -21,8 +30,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from contextlib import aclosing
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,7 +40,7 @@ from aiohttp_sse import EventSourceResponse, sse_response
 
 from aria_stream.appkeys import metrics_key, request_id_key, settings_key, source_key, tail_key
 from aria_stream.backfill import Backfill, project_entry
-from aria_stream.broker import TailBatch, TailRow
+from aria_stream.broker import Handover
 from aria_stream.errors import UpstreamError
 from aria_stream.events import chunk_rows, encode_json, join_rows, make_cursor, parse_cursor
 from aria_stream.framing import sse_frame
@@ -47,10 +56,18 @@ logger = logging.getLogger(__name__)
 
 # Rows newer than this far past our clock are still read when catching up after a reconnect.
 FUTURE_MARGIN = timedelta(days=1)
+# The writer sends named ``ping`` events itself, so aiohttp-sse's ``: ping`` comments, which
+# cannot be turned off, are pushed out of the way.
+LIBRARY_PING_INTERVAL = 24 * 3600.0
+NOTHING_SENT = {"sent": 0, "total": 0, "skipped": 0}
 
 
 class StreamStopped(Exception):
     """Nothing more will be sent on this stream, but it stays open so the viewer keeps it."""
+
+
+class ResetStream(Exception):
+    """The stream cannot continue from the viewer's event id; it starts over with a backfill."""
 
 
 class EventStream(EventSourceResponse):
@@ -59,6 +76,16 @@ class EventStream(EventSourceResponse):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.headers["Cache-Control"] = "no-cache, no-transform"
+
+
+@dataclass(frozen=True, slots=True)
+class NewRow:
+    """A row found by a catch-up: its cursor, start time and encoded event JSON."""
+
+    cursor: str
+    request_id: str
+    start: float
+    encoded: str
 
 
 def read_resume(request: web.Request, settings: Settings) -> tuple[StreamPosition | None, str]:
@@ -75,7 +102,10 @@ def read_resume(request: web.Request, settings: Settings) -> tuple[StreamPositio
         return None, "the event id is malformed"
     newest = position.top_time()
     if newest is None:
-        return None, "the event id names no row"
+        # Only the id of an empty backfill's ``done`` names no row; it needs this process.
+        if position.epoch is None or position.seq is None:
+            return None, "the event id names no row"
+        return position, ""
     now = datetime.now(UTC)
     if newest > now + FUTURE_MARGIN:
         return None, "the event id is in the future"
@@ -109,46 +139,182 @@ class StreamSession:
         self.start_seq = start_seq
         self.request_id = request_id
         self.meta_sent = False
-        self.error_sent = False
 
     async def run(self, resume: StreamPosition | None, reset_reason: str) -> None:
         """Send the backfill or the rows missed since ``resume``, then go live."""
-        broker = self.tail.broker
-        base = StreamPosition(epoch=broker.epoch, seq=self.start_seq)
-        if resume is None:
-            if reset_reason:
-                await self.send_meta(self.source.endpoint)
-                await self.send("reset", {"reason": reset_reason})
-            backfill = self._backfill(base, self.limit)
-            await self._run_backfill(backfill)
-            await self.send("done", backfill.progress())
-            self._go_live_fresh(backfill)
-            return
-
-        await self.send_meta(self.source.endpoint)
-        if resume.in_backfill:
-            position = StreamPosition(top=resume.top, low=resume.low, remaining=resume.remaining)
-            backfill = self._backfill(
-                position, resume.remaining, offset=max(0, self.limit - resume.remaining)
-            )
-            await self._run_backfill(backfill)
-            await self.send("done", backfill.progress())
-        elif resume.epoch == broker.epoch and resume.seq is not None:
-            after = resume.seq - 1 if resume.seq_rows else resume.seq
-            batches = broker.replay(after)
-            if batches is not None:
-                await self.send("done", {"sent": 0, "total": 0, "skipped": 0})
-                logger.debug("[%s] resumed from the replay buffer", self.request_id)
-                self.subscriber.go_live(batches, None, 0.0, skip_first=resume.seq_rows)
+        if resume is not None:
+            await self.send_meta(self.source.endpoint)
+            try:
+                await self._resume(resume)
                 return
-        else:
-            await self.send("done", {"sent": 0, "total": 0, "skipped": 0})
-        top = await self._catch_up(resume.top)
-        self.subscriber.go_live(
-            self.subscriber.pending,
-            _newer_than(top),
-            self._exclude_seconds(),
+            except ResetStream as reset:
+                reset_reason = str(reset)
+                logger.info("[%s] cannot resume: %s", self.request_id, reset_reason)
+        if reset_reason:
+            await self.send_meta(self.source.endpoint)
+            await self.send("reset", {"reason": reset_reason})
+        await self._run_fresh()
+
+    async def _run_fresh(self) -> None:
+        base = StreamPosition(epoch=self.tail.broker.epoch, seq=self.start_seq)
+        backfill = self._backfill(base, self.limit)
+        await self._run_backfill(backfill)
+        # A backfill cut by its limit did not request older rows, but the baseline batch of a
+        # poller that started with this stream contains such rows.
+        below = backfill.low if backfill.remaining <= 0 else None
+        handover = self._open_handover(backfill.ids, below, inclusive=False)
+        done = StreamPosition(
+            top=backfill.top,
+            epoch=self.tail.broker.epoch,
+            seq=self.start_seq,
+            handover=None if handover is None else handover.token,
         )
+        await self.send_done(backfill.progress(), done)
+        await self._go_live(handover)
+
+    async def _resume(self, resume: StreamPosition) -> None:
+        if resume.in_backfill:
+            await self._resume_backfill(resume)
+        elif self.source.kind == "file":
+            # A file does not change, so a viewer past its backfill has every row.
+            await self.send_done(NOTHING_SENT, None)
+            await self.subscriber.go_live([], None)
+        elif not await self._resume_replay(resume):
+            await self._catch_up(resume.top, NOTHING_SENT)
+
+    async def _resume_backfill(self, resume: StreamPosition) -> None:
+        progress = NOTHING_SENT
+        if resume.remaining > 0:
+            position = StreamPosition(top=resume.top, low=resume.low, remaining=resume.remaining)
+            offset = max(0, self.limit - resume.remaining)
+            backfill = self._backfill(position, resume.remaining, offset=offset)
+            await self._run_backfill(backfill)
+            progress = backfill.progress()
+        if self.source.kind == "file":
+            await self.send_done(progress, None)
+            await self.subscriber.go_live([], None)
+            return
+        await self._catch_up(resume.top, progress)
+
+    async def _resume_replay(self, resume: StreamPosition) -> bool:
+        """Send the batches missed since a position of this process; False when impossible."""
+        broker = self.tail.broker
+        if resume.epoch != broker.epoch or resume.seq is None:
+            return False
+        handover: Handover | None = None
+        if resume.handover is not None:
+            handover = broker.handover(resume.handover)
+            if handover is None:
+                return False
+        # A position in the middle of a batch replays that batch without its first rows.
+        after = resume.seq - 1 if resume.seq_rows else resume.seq
+        missed = broker.replay(after)
+        if missed is None:
+            return False
+        await self.send("done", NOTHING_SENT)
+        logger.debug("[%s] resumed from the replay buffer", self.request_id)
+        if handover is not None:
+            await self.tail.wait_covered(handover.ids)
+        await self.subscriber.go_live(missed, handover, skip=(resume.seq, resume.seq_rows))
+        return True
+
+    async def _catch_up(self, top: str | None, progress: dict[str, Any]) -> None:
+        """Send the rows newer than ``top`` read from LiteLLM, oldest first, then go live."""
+        if top is None:
+            raise ResetStream("the event id names no row")
+        rows = await self._read_newer(top)
+        await self.send_done(progress, StreamPosition(top=top))
+        index = 0
+        for chunk in chunk_rows((row.encoded for row in rows), self.settings.max_event_bytes):
+            index += len(chunk)
+            # No broker position: a reconnect in the middle reads LiteLLM again from here.
+            position = StreamPosition(top=rows[index - 1].cursor).encode()
+            data = sse_frame("entries", join_rows(chunk), id=position)
+            await self.subscriber.put(Outgoing(data, "entries", len(chunk), position))
+        ids = {row.request_id: row.start for row in rows}
+        # The baseline batch of a poller that started with this stream contains rows up to
+        # ``top``, which the viewer had before it reconnected.
+        handover = self._open_handover(ids, top, inclusive=True)
+        await self._go_live(handover)
+
+    async def _read_newer(self, top: str) -> list[NewRow]:
+        """Read the rows newer than ``top`` that match the query, retrying while LiteLLM fails."""
+        parsed = parse_cursor(top)
+        assert parsed is not None, "read_resume accepts only valid cursors"
+        since = parsed[0].replace(microsecond=0)
+        query = self.query
+        query = replace(
+            query,
+            since=since if query.since is None or since > query.since else query.since,
+            until=query.until or datetime.now(UTC) + FUTURE_MARGIN,
+        )
+        delay = self.settings.poll_interval
+        while True:
+            try:
+                rows = await self._read_newer_once(query, top)
+                break
+            except UpstreamError as error:
+                await self.send_meta(None)
+                wait = self._retry_wait(delay, error)
+                self.subscriber.report_error(error.to_event(retry=True, retry_in=round(wait, 1)))
+                logger.info(
+                    "[%s] catch-up paused by an upstream error (%s); retrying in %.1f s",
+                    self.request_id,
+                    error.kind,
+                    wait,
+                )
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, self.settings.max_backoff)
+        if rows is None:
+            raise ResetStream(
+                f"more than {self.settings.backfill_cap} rows were recorded after the event id"
+            )
+        rows.sort(key=lambda row: row.cursor)
+        return rows
+
+    async def _read_newer_once(self, query: Any, top: str) -> list[NewRow] | None:
+        """Return the rows newer than ``top``, or None when there are more than the cap."""
+        found: dict[str, NewRow] = {}
+        async with aclosing(self.source.iter_pages(query)) as events:
+            async for event in events:
+                if isinstance(event, PageStart):
+                    await self._on_page_start(event.endpoint)
+                if not isinstance(event, RowBatch):
+                    continue
+                for raw in event.rows:
+                    try:
+                        lite, row = project_entry(
+                            raw, self.params.full, max_bytes=self.settings.max_event_bytes
+                        )
+                    except ValueError:
+                        continue
+                    cursor = make_cursor(lite["start_time"], lite["request_id"])
+                    if cursor > top and self.query.matches(lite):
+                        start = lite["start_time"].timestamp()
+                        found[lite["request_id"]] = NewRow(
+                            cursor, lite["request_id"], start, encode_json(row)
+                        )
+                if len(found) > self.settings.backfill_cap:
+                    return None
+        return list(found.values())
+
+    def _open_handover(
+        self, ids: dict[str, float], below: str | None, *, inclusive: bool
+    ) -> Handover | None:
+        """Record the rows this viewer read itself that the poller may still publish."""
+        if not self.tail.enabled:
+            return None
+        floor = self.tail.poller.window_floor()
+        recent = {request_id: start for request_id, start in ids.items() if start >= floor}
+        if not recent and below is None:
+            return None
+        return self.tail.broker.open_handover(recent, below, inclusive=inclusive)
+
+    async def _go_live(self, handover: Handover | None) -> None:
+        """Send the pending batches without the handover's rows, once none can come later."""
+        if handover is not None:
+            await self.tail.wait_covered(handover.ids)
+        await self.subscriber.go_live([], handover)
 
     def _backfill(self, position: StreamPosition, limit: int, offset: int = 0) -> Backfill:
         return Backfill(
@@ -157,11 +323,12 @@ class StreamSession:
             full=self.params.full,
             limit=limit,
             sink=self.subscriber.put,
-            on_endpoint=self.send_meta,
+            on_endpoint=self._on_page_start,
             position=position,
             metrics=self.subscriber.metrics,
             request_id=self.request_id,
             offset=offset if self.source.kind == "file" else 0,
+            max_bytes=self.settings.max_event_bytes,
         )
 
     async def _run_backfill(self, backfill: Backfill) -> None:
@@ -177,104 +344,34 @@ class StreamSession:
                     # A file does not change, so reading it again cannot help.
                     await self.send("upstream_error", error.to_event(retry=False))
                     raise StreamStopped from error
-                if not self.error_sent:
-                    self.error_sent = True
-                    event = error.to_event(retry=True, retry_in=round(delay, 1))
-                    await self.send("upstream_error", event)
+                wait = self._retry_wait(delay, error)
+                self.subscriber.report_error(error.to_event(retry=True, retry_in=round(wait, 1)))
                 logger.info(
                     "[%s] backfill paused by an upstream error after %d rows (%s); retrying in "
                     "%.1f s",
                     self.request_id,
                     backfill.sent,
                     error.kind,
-                    delay,
+                    wait,
                 )
-                wait = max(delay, error.retry_after or 0.0)
-                await asyncio.sleep(min(wait, self.settings.max_backoff))
+                await asyncio.sleep(wait)
                 delay = min(delay * 2, self.settings.max_backoff)
 
-    def _go_live_fresh(self, backfill: Backfill) -> None:
-        """Hand over to the live tail without repeating a backfill row or skipping a new one."""
-        ids = backfill.ids
-        low = backfill.low
+    def _retry_wait(self, delay: float, error: UpstreamError) -> float:
+        """Return the seconds to wait before reading LiteLLM again: the 429 delay at least."""
+        return min(max(delay, error.retry_after or 0.0), self.settings.max_backoff)
 
-        def exclude(row: TailRow, batch: TailBatch) -> bool:
-            if row.lite["request_id"] in ids:
-                return True
-            # The first poll of a new poller returns the whole overlap window; rows older than
-            # this backfill's oldest row were recorded before it and lie outside its view.
-            return batch.baseline and low is not None and row.cursor < low
+    async def _on_page_start(self, endpoint: str | None) -> None:
+        """LiteLLM answered a read of this stream: send ``meta`` once, end a reported outage."""
+        await self.send_meta(endpoint, upstream_answered=True)
+        self.subscriber.report_ok()
 
-        self.subscriber.go_live(self.subscriber.pending, exclude, self._exclude_seconds())
+    async def send_meta(self, endpoint: str | None, *, upstream_answered: bool = False) -> None:
+        """Send ``meta`` once, then the poller's outage if there is one.
 
-    async def _catch_up(self, top: str | None) -> str | None:
-        """Send the rows newer than ``top`` read from LiteLLM, oldest first; return the newest."""
-        if top is None:
-            return None
-        parsed = parse_cursor(top)
-        if parsed is None:
-            return top
-        since = parsed[0].replace(microsecond=0)
-        query = self.query
-        window_since = since if query.since is None or since > query.since else query.since
-        query = type(query)(
-            since=window_since,
-            until=query.until or datetime.now(UTC) + FUTURE_MARGIN,
-            model=query.model,
-            model_group=query.model_group,
-            status=query.status,
-            error_code=query.error_code,
-        )
-        found: list[tuple[str, str]] = []
-        delay = self.settings.poll_interval
-        while True:
-            try:
-                found = await self._read_newer(query, top)
-                break
-            except UpstreamError as error:
-                if not self.error_sent:
-                    self.error_sent = True
-                    await self.send("upstream_error", error.to_event(retry=True, retry_in=delay))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.settings.max_backoff)
-        found.sort()
-        newest = top
-        for chunk in chunk_rows(encoded for _, encoded in found):
-            newest = found[len(chunk) - 1][0] if newest is None else newest
-            found_cursors = [cursor for cursor, _ in found[: len(chunk)]]
-            found = found[len(chunk) :]
-            newest = max(newest, found_cursors[-1]) if newest else found_cursors[-1]
-            # No broker position: a reconnect in the middle reads LiteLLM again from ``newest``.
-            position = StreamPosition(top=newest).encode()
-            data = sse_frame("entries", join_rows(chunk), id=position)
-            await self.subscriber.put(Outgoing(data, "entries", len(chunk), position))
-        return newest
-
-    async def _read_newer(self, query: Any, top: str) -> list[tuple[str, str]]:
-        found: list[tuple[str, str]] = []
-        async with aclosing(self.source.iter_pages(query)) as events:
-            async for event in events:
-                if isinstance(event, PageStart):
-                    await self.send_meta(event.endpoint)
-                if not isinstance(event, RowBatch):
-                    continue
-                for raw in event.rows:
-                    try:
-                        lite, row = project_entry(raw, self.params.full)
-                    except ValueError:
-                        continue
-                    cursor = make_cursor(lite["start_time"], lite["request_id"])
-                    if cursor > top and self.query.matches(lite):
-                        found.append((cursor, encode_json(row)))
-                if len(found) >= self.settings.backfill_cap:
-                    break
-        return found
-
-    def _exclude_seconds(self) -> float:
-        # Rows visible when the backfill read LiteLLM reach the poller by its next full poll.
-        return 2 * self.settings.poll_interval + self.settings.first_byte_timeout
-
-    async def send_meta(self, endpoint: str | None) -> None:
+        ``upstream_answered`` means LiteLLM has just answered this stream, so an outage the
+        poller reported earlier is not repeated.
+        """
         if self.meta_sent:
             return
         self.meta_sent = True
@@ -291,23 +388,19 @@ class StreamSession:
         }
         data = sse_frame("meta", encode_json(meta), retry=self.settings.retry_ms)
         await self.subscriber.put(Outgoing(data, "meta"))
+        self.subscriber.started = True
         status = self.tail.broker.status
-        if not status.ok and status.event is not None:
-            self.error_sent = True
-            await self.send("upstream_error", status.event)
+        if not upstream_answered and not status.ok and status.event is not None:
+            self.subscriber.report_error(status.event)
+
+    async def send_done(self, progress: dict[str, Any], position: StreamPosition | None) -> None:
+        """Send ``done``; its id lets a reconnect resume after the backfill."""
+        text = None if position is None else position.encode()
+        data = sse_frame("done", encode_json(progress), id=text)
+        await self.subscriber.put(Outgoing(data, "done", position=text))
 
     async def send(self, event: str, data: dict[str, Any]) -> None:
         await self.subscriber.put(Outgoing(sse_frame(event, encode_json(data)), event))
-
-
-def _newer_than(top: str | None) -> Callable[[TailRow, TailBatch], bool] | None:
-    if top is None:
-        return None
-
-    def exclude(row: TailRow, batch: TailBatch) -> bool:
-        return row.cursor <= top
-
-    return exclude
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -326,7 +419,7 @@ async def handle_stream(request: web.Request) -> web.StreamResponse:
     async with sse_response(
         request,
         response_cls=EventStream,
-        ping_interval=settings.ping_interval,
+        ping_interval=LIBRARY_PING_INTERVAL,
         send_timeout=settings.write_timeout,
         sep="\n",
     ) as sse:
@@ -341,6 +434,9 @@ async def handle_stream(request: web.Request) -> web.StreamResponse:
             request_id=request_id,
         )
         start_seq = tail.attach(subscriber)
+        if tail.closing:
+            # The server began to shut down while this request was being set up.
+            subscriber.close(shutdown_event(), discard=True)
         logger.debug("[%s] stream opened (limit=%d, resume=%s)", request_id, limit, resume)
         session = StreamSession(
             subscriber,
@@ -362,7 +458,8 @@ async def handle_stream(request: web.Request) -> web.StreamResponse:
                 if error is not None and not isinstance(error, SubscriberGone | StreamStopped):
                     raise error
                 # The backfill is over; the writer now carries the live tail until the end.
-                await writer
+                with contextlib.suppress(SubscriberGone):
+                    await writer
         finally:
             tail.detach(subscriber)
             subscriber.close()
@@ -375,12 +472,21 @@ async def handle_stream(request: web.Request) -> web.StreamResponse:
     return sse
 
 
-async def stop_streams(app: web.Application) -> None:
-    """Send ``shutdown`` to every open stream and let its writer end."""
-    tail = app[tail_key]
-    final = Outgoing(
+def shutdown_event() -> Outgoing:
+    return Outgoing(
         sse_frame("shutdown", encode_json({"reason": "server shutting down"})), "shutdown"
     )
+
+
+async def stop_streams(app: web.Application) -> None:
+    """Send ``shutdown`` to every open stream and let its writer end.
+
+    Events still queued are dropped, so a slow viewer cannot hold up the shutdown. Its last event
+    id lies before them, so its reconnect gets them again. A stream that subscribes from now on
+    is ended the same way at once.
+    """
+    tail = app[tail_key]
+    tail.closing = True
     for subscriber in list(tail.subscribers):
-        subscriber.close(final)
+        subscriber.close(shutdown_event(), discard=True)
     await tail.close()

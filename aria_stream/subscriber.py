@@ -3,29 +3,33 @@
 Choices:
 
 1. One writer task owns the socket. The backfill waits for room in the queue, but live batches
-   never wait: when the queue is full their rows are dropped for this viewer only and a
-   ``lagged`` event tells it how many and where to resume, so one slow viewer never delays the
-   poller or the others.
+   never wait: when the queue is full, this viewer's rows are dropped from then on until the
+   queue has drained, and then a ``lagged`` event tells it how many were dropped and the
+   position to fetch them from. The dropped rows are therefore the ones right after that
+   position, and one slow viewer never delays the poller or the others.
 2. A write that blocks longer than ``write_timeout`` aborts the connection: a viewer that does
    not read at all is disconnected.
-3. While the backfill runs, live batches wait in ``pending``; afterwards rows the backfill already
-   sent are left out, so the hand-over has no gap and no duplicate.
+3. While the backfill runs, live batches wait in ``pending``; ``go_live`` sends them without the
+   rows the viewer read from LiteLLM itself (its ``Handover``), so the hand-over has no gap and
+   no duplicate. Like the backfill, it waits for room in the queue, so a viewer that resumes
+   after missing many batches gets all of them.
+4. Upstream status reaches the viewer only after ``meta``, and as changes: one
+   ``upstream_error`` per outage, whether the backfill or the poller met it, then one
+   ``upstream_ok``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp_sse import EventSourceResponse
 
-from aria_stream.broker import TailBatch, TailRow, UpstreamStatus
+from aria_stream.broker import Handover, TailBatch, UpstreamStatus
 from aria_stream.events import encode_json
 from aria_stream.framing import sse_frame
 from aria_stream.metrics import Metrics
@@ -74,8 +78,9 @@ class Subscriber:
         self.request_id = request_id
         self.live = False
         self.pending: list[TailBatch] = []
-        self.exclude: Callable[[TailRow, TailBatch], bool] | None = None
-        self.exclude_until: float = 0.0
+        # Set once ``meta`` is queued; status events wait for it.
+        self.started = False
+        self.failing = False
         self.last_position: str | None = None
         self.dropped = 0
         self.lag_position: str | None = None
@@ -94,54 +99,96 @@ class Subscriber:
         self.send_batch(batch)
 
     def on_status(self, status: UpstreamStatus) -> None:
+        # Before ``meta`` the stream session reads the broker's status itself.
+        if not self.started:
+            return
         if status.ok:
-            self.offer(Outgoing(sse_frame("upstream_ok", encode_json({"ok": True})), "upstream_ok"))
+            self.report_ok()
         elif status.event is not None:
-            data = sse_frame("upstream_error", encode_json(status.event))
-            self.offer(Outgoing(data, "upstream_error"))
+            self.report_error(status.event)
 
-    def send_batch(self, batch: TailBatch, *, skip: int = 0) -> None:
-        """Queue the events of a live batch for this viewer's filter."""
-        exclude = self.exclude
-        if exclude is not None and time.monotonic() > self.exclude_until:
-            self.exclude = exclude = None
-        if exclude is not None and not any(exclude(row, batch) for row in batch.rows):
-            exclude = None
-        frames = batch.frames_for(
-            self.filter_key, self.query.matches, self.full, skip=skip, exclude=exclude
-        )
+    def on_skipped(self, rows: int) -> None:
+        if self.started:
+            data = sse_frame("skipped", encode_json({"rows": rows}))
+            self.offer(Outgoing(data, "skipped"))
+
+    def report_error(self, event: dict[str, Any]) -> None:
+        """Send ``upstream_error`` unless this viewer already had one for the current outage."""
+        if self.failing:
+            return
+        self.failing = True
+        self.offer(Outgoing(sse_frame("upstream_error", encode_json(event)), "upstream_error"))
+
+    def report_ok(self) -> None:
+        """Send ``upstream_ok`` if this viewer had an ``upstream_error`` since the last one."""
+        if not self.failing:
+            return
+        self.failing = False
+        self.offer(Outgoing(sse_frame("upstream_ok", encode_json({"ok": True})), "upstream_ok"))
+
+    def send_batch(self, batch: TailBatch) -> None:
+        """Queue the events of a live batch for this viewer's filter, dropping them if full."""
+        frames = batch.frames_for(self.filter_key, self.query.matches, self.full)
         for frame in frames:
             self.offer(Outgoing(frame.data, "entries", frame.rows, frame.position))
 
-    def go_live(
+    async def go_live(
         self,
         batches: list[TailBatch],
-        exclude: Callable[[TailRow, TailBatch], bool] | None,
-        exclude_for: float,
+        handover: Handover | None,
         *,
-        skip_first: int = 0,
+        skip: tuple[int, int] = (0, 0),
     ) -> None:
-        """Send the given batches, then every batch as it is published."""
-        self.exclude = exclude
-        self.exclude_until = time.monotonic() + exclude_for
+        """Send ``batches`` and the pending ones after them, then every batch as published.
+
+        These batches wait for room in the queue like the backfill, however many there are.
+        Batches published meanwhile join ``pending`` and are sent the same way. ``handover``
+        leaves out the rows the viewer read from LiteLLM itself. The caller waits until the
+        poller has published all of them, so later batches need no such care. ``skip`` is
+        ``(seq, rows)``: the first ``rows`` matching rows of batch ``seq`` were sent before a
+        reconnect.
+        """
+        last = -1
+        waiting = list(batches)
+        while True:
+            if waiting:
+                last = max(last, waiting[-1].seq)
+            waiting += [batch for batch in self.pending if batch.seq > last]
+            self.pending = []
+            if not waiting:
+                break
+            for batch in waiting:
+                rows = skip[1] if batch.seq == skip[0] else 0
+                frames = batch.frames_for(
+                    self.filter_key, self.query.matches, self.full, skip=rows, handover=handover
+                )
+                for frame in frames:
+                    await self.put(Outgoing(frame.data, "entries", frame.rows, frame.position))
+                last = max(last, batch.seq)
+            waiting = []
         self.live = True
-        for index, batch in enumerate(batches):
-            self.send_batch(batch, skip=skip_first if index == 0 else 0)
-        self.pending = []
 
     # Queue.
 
     def offer(self, item: Outgoing) -> bool:
-        """Queue an event unless the queue is full; count dropped rows for a ``lagged`` event."""
+        """Queue an event without waiting; drop rows while the queue is full or draining.
+
+        Rows stay dropped until the writer has emptied the queue and queued ``lagged``, so that
+        the dropped rows are exactly those after ``lag_position``.
+
+        NOTE: a batch is offered all at once, so one poll that finds more than ``queue_bytes``
+        of rows for this viewer's filter makes it lag however fast it reads.
+        """
         if self._closing:
             return False
-        if self._queued + len(item.data) > self.queue_bytes and self._queue:
-            if item.rows:
-                self.dropped += item.rows
-                self.metrics.rows_dropped.inc(item.rows)
-                if self.lag_position is None:
-                    self.lag_position = self.last_position
-                return False
+        # An event larger than the whole queue still goes into an empty one.
+        full = bool(self._queue) and self._queued + len(item.data) > self.queue_bytes
+        if item.rows and (self.dropped or full):
+            if not self.dropped:
+                self.lag_position = self.last_position
+            self.dropped += item.rows
+            self.metrics.rows_dropped.inc(item.rows)
+            return False
         self._append(item)
         return True
 
@@ -163,8 +210,15 @@ class Subscriber:
             self.last_position = item.position
         self._ready.set()
 
-    def close(self, final: Outgoing | None = None) -> None:
-        """Stop accepting events; the writer sends ``final`` (if any) and returns."""
+    def close(self, final: Outgoing | None = None, *, discard: bool = False) -> None:
+        """Stop accepting events; the writer sends what is queued, then ``final``, and returns.
+
+        ``discard`` drops the queued events first, as at shutdown: the viewer's last event id
+        then lies before them, so a reconnect gets them again.
+        """
+        if discard and not self._closing:
+            self._queue.clear()
+            self._queued = 0
         if final is not None and not self._closing:
             self._append(final)
         self._closing = True
@@ -200,7 +254,7 @@ class Subscriber:
                 await self.sse.write(item.data)
         except TimeoutError as error:
             logger.info(
-                "[%s] viewer read nothing for %.0f s; disconnecting it",
+                "[%s] viewer read nothing for %g s; disconnecting it",
                 self.request_id,
                 self.write_timeout,
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from aria_stream.broker import LocalBroker
@@ -30,6 +31,8 @@ class TailService:
         self.broker = LocalBroker(settings.replay_bytes)
         self.poller = Poller(source, self.broker, settings, metrics)
         self.subscribers: set[Subscriber] = set()
+        # Set when the server begins to shut down; streams are no longer kept open.
+        self.closing = False
         self._task: asyncio.Task[None] | None = None
         self._linger: asyncio.TimerHandle | None = None
 
@@ -45,7 +48,7 @@ class TailService:
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
-        if self.enabled and not self.running:
+        if self.enabled and not self.running and not self.closing:
             self.poller.restart()
             self._task = asyncio.create_task(self.poller.run(), name="aria-stream-poller")
             logger.info("Poller started")
@@ -59,6 +62,17 @@ class TailService:
         if not self.subscribers and self.running and self._linger is None:
             loop = asyncio.get_running_loop()
             self._linger = loop.call_later(self.settings.poller_linger, self._stop_poller)
+
+    async def wait_covered(self, rows: Mapping[str, float]) -> None:
+        """Wait until the poller has published every one of ``rows`` it may ever publish.
+
+        ``rows`` maps request ids to start times: rows a viewer read from LiteLLM itself. After
+        this, no live batch contains any of them, so the viewer's exclusion of them can end.
+        """
+        if not self.enabled:
+            return
+        while not self.poller.covers(rows):
+            await self.poller.wait_polled()
 
     def _stop_poller(self) -> None:
         self._linger = None

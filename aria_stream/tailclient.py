@@ -2,13 +2,18 @@
 
 It reads ``/api/spend/stream`` with httpx-sse, reconnects after a drop with the last event id
 (so no row is printed twice or skipped), prints upstream errors to stderr and exits 0 on Ctrl+C.
+A server with sign-in on gets ``ARIA_AUTH_TOKEN`` as a bearer token.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import select
 import signal
+import stat
 import sys
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -21,6 +26,9 @@ from httpx_sse import ServerSentEvent, connect_sse
 # Request ids remembered to drop a duplicate row; far more than one reconnect can repeat.
 RECENT_IDS = 20_000
 RECONNECT_MAX_DELAY = 15.0
+# Maximum silence before the connection counts as dead and is opened again. It is four times
+# the server's default ping_interval, so only a server set to ping less often is left too soon.
+READ_TIMEOUT = 60.0
 STATUS_COLOURS = {"success": "\x1b[32m", "failure": "\x1b[31m"}
 RESET_COLOUR = "\x1b[0m"
 
@@ -58,6 +66,7 @@ class TailClient:
         out: TextIO,
         err: TextIO,
         colour: bool,
+        token: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.url = base_url.rstrip("/") + "/api/spend/stream"
@@ -66,6 +75,7 @@ class TailClient:
         self.out = out
         self.err = err
         self.colour = colour
+        self.token = token
         self.sleep = sleep
         self.last_event_id: str | None = None
         self.recent: OrderedDict[str, None] = OrderedDict()
@@ -82,9 +92,13 @@ class TailClient:
             try:
                 self._read_once()
                 delay = 0.5
+                if self.stopped:
+                    break
             except httpx.HTTPStatusError as error:
-                self._warn(f"server answered {error.response.status_code}: {_body(error.response)}")
-                if error.response.status_code == 400:
+                status = error.response.status_code
+                self._warn(f"server answered {status}: {_body(error.response)}")
+                # A rejected parameter or token stays rejected, so trying again cannot help.
+                if status in (400, 401, 403):
                     return 2
             except (httpx.TransportError, httpx.StreamError) as error:
                 self._warn(f"connection to {self.url} lost ({type(error).__name__}); reconnecting")
@@ -97,14 +111,19 @@ class TailClient:
 
     def _read_once(self) -> None:
         headers = {"Accept": "text/event-stream"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         if self.last_event_id:
             headers["Last-Event-ID"] = self.last_event_id
-        timeout = httpx.Timeout(10.0, read=None)
+        timeout = httpx.Timeout(10.0, read=READ_TIMEOUT)
         with httpx.Client(timeout=timeout) as client:
             with connect_sse(
                 client, "GET", self.url, params=self.params, headers=headers
             ) as source:
-                source.response.raise_for_status()
+                if source.response.is_error:
+                    # The body holds the reason; it can no longer be read once this block ends.
+                    source.response.read()
+                    source.response.raise_for_status()
                 for event in source.iter_sse():
                     if event.id:
                         self.last_event_id = event.id
@@ -136,8 +155,10 @@ class TailClient:
             data = json.loads(event.data)
             self._warn(f"too slow: {data.get('skipped')} rows were dropped by the server")
         elif event.event == "reset":
+            # A fresh backfill follows: collect it to print it oldest first, and keep the
+            # request ids already printed so its rows are not printed twice.
             self._warn("the server could not resume from the last row; starting over")
-            self.recent.clear()
+            self.backfill = []
         elif event.event == "shutdown":
             self._warn("the server is shutting down; reconnecting")
 
@@ -172,13 +193,51 @@ def run_tail(
     *,
     as_json: bool,
 ) -> int:
-    """Run the tail client on stdout and stderr; Ctrl+C and a closed pipe end it with 0."""
-    colour = not as_json and sys.stdout.isatty()
-    client = TailClient(url, params, as_json=as_json, out=sys.stdout, err=sys.stderr, colour=colour)
+    """Run the tail client on stdout and stderr.
+
+    Ctrl+C ends it with 0. When the reader of stdout goes away (``| head``), it ends by
+    SIGPIPE like other command-line tools.
+    """
+    colour = not as_json and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    client = TailClient(
+        url,
+        params,
+        as_json=as_json,
+        out=sys.stdout,
+        err=sys.stderr,
+        colour=colour,
+        token=os.environ.get("ARIA_AUTH_TOKEN") or None,
+    )
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    _watch_stdout_pipe()
     try:
         return client.run()
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:
         return 0
+
+
+def _watch_stdout_pipe() -> None:
+    """End the process once the reader of a stdout pipe has closed it, even while idle.
+
+    A write would raise SIGPIPE, but a quiet stream writes nothing for minutes, so a thread
+    waits for the pipe's error condition instead.
+    """
+    try:
+        fd = sys.stdout.fileno()
+        is_pipe = stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except (OSError, ValueError):
+        return
+    if not is_pipe or not hasattr(select, "poll"):
+        return
+
+    def watch() -> None:
+        poller = select.poll()
+        # An empty event mask still reports POLLERR, which Linux sets on a pipe whose read
+        # end is closed.
+        poller.register(fd, 0)
+        poller.poll()
+        os.kill(os.getpid(), signal.SIGPIPE)
+
+    threading.Thread(target=watch, name="stdout-pipe-watch", daemon=True).start()

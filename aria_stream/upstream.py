@@ -44,6 +44,7 @@ from aria_stream.errors import (
 from aria_stream.jsonrows import BodyError, MalformedRow, NotJSONBody, RowSplitter, excerpt_of
 from aria_stream.metrics import Metrics
 from aria_stream.query import SpendQuery, litellm_date
+from aria_stream.redact import redact, redact_bytes
 from aria_stream.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -388,7 +389,8 @@ class LiteLLMClient:
 
     def _error_for(self, response: httpx.Response, body: bytes) -> UpstreamError:
         status = response.status_code
-        detail = _error_message(body, response.headers.get("content-type", ""))
+        # Redacted before the message is cut, so that no start of the key is left behind.
+        detail = _error_message(redact_bytes(body), response.headers.get("content-type", ""))
         where = f"LiteLLM at {self.base_url}"
         error: UpstreamError
         if status in (401, 403):
@@ -430,8 +432,8 @@ class LiteLLMClient:
             raise self._note(
                 UpstreamBadResponse(
                     f"LiteLLM at {self.base_url} answered with an HTML page instead of JSON "
-                    f"({excerpt_of(body)!r}); check that ARIA_LITELLM_URL is the proxy, not a "
-                    "login page or gateway.",
+                    f"({excerpt_of(redact_bytes(body))!r}); check that ARIA_LITELLM_URL is the "
+                    "proxy, not a login page or gateway.",
                     status=response.status_code,
                 )
             )
@@ -513,6 +515,9 @@ class LiteLLMClient:
         )
 
     def _note(self, error: UpstreamError) -> UpstreamError:
+        # An error body can echo our request, key included, and the message reaches viewers.
+        error.message = redact(error.message)
+        error.args = (error.message,)
         self.last_error = error
         logger.warning("Upstream error (%s): %s", error.kind, error.message)
         return error

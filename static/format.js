@@ -1,5 +1,5 @@
-// Pure formatters for the spend log table. They never touch the DOM, so they can
-// run under Node as well as in the browser.
+// Pure formatters for the viewer. They never touch the DOM, so they can run under
+// Node as well as in the browser.
 
 // Numbers use one fixed locale so that "$" and the "," thousands separator always
 // match. Times still use the browser's time zone.
@@ -16,6 +16,11 @@ const dollarFormat = new Intl.NumberFormat(NUMBER_LOCALE, {
   maximumFractionDigits: 2,
 });
 const secondsFormat = new Intl.NumberFormat(NUMBER_LOCALE, {
+  minimumFractionDigits: 1,
+  maximumFractionDigits: 1,
+});
+const percentFormat = new Intl.NumberFormat(NUMBER_LOCALE, {
+  style: 'percent',
   minimumFractionDigits: 1,
   maximumFractionDigits: 1,
 });
@@ -97,4 +102,32 @@ export function formatLocalTime(isoTime) {
   const day = `${date.getFullYear()}-${padTwo(date.getMonth() + 1)}-${padTwo(date.getDate())}`;
   const time = `${padTwo(date.getHours())}:${padTwo(date.getMinutes())}:${padTwo(date.getSeconds())}`;
   return `${day} ${time}`;
+}
+
+/**
+ * Formats an ISO 8601 timestamp in UTC with milliseconds: "2026-12-04 20:15:03.123 UTC".
+ * Returns the input unchanged when it does not parse, and "" for null or undefined.
+ */
+export function formatUtcTime(isoTime) {
+  if (isoTime === null || isoTime === undefined) {
+    return '';
+  }
+  const date = new Date(isoTime);
+  if (Number.isNaN(date.getTime())) {
+    return String(isoTime);
+  }
+  return `${date.toISOString().replace('T', ' ').replace('Z', '')} UTC`;
+}
+
+/**
+ * Formats a ratio from 0 to 1 as a percentage with one decimal ("3.2%").
+ * Returns "" for null, undefined and non-numbers.
+ */
+export function formatPercent(ratio) {
+  return isFiniteNumber(ratio) ? percentFormat.format(ratio) : '';
+}
+
+/** Formats a row count: "1 row", "0 rows", "12,345 rows". */
+export function formatRowCount(count) {
+  return count === 1 ? '1 row' : `${formatCount(count)} rows`;
 }

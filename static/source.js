@@ -1,11 +1,6 @@
-// Owns the Server-Sent Events connection to the spend stream. The connection is
-// created by an injectable connect(url) factory so that tests can pass a fake
-// EventSource.
-
-const STREAM_PATH = '/api/spend/stream';
-
-// Page query parameters that the stream endpoint understands. Others stay on the page.
-const PASSTHROUGH_PARAMS = ['limit', 'model', 'status', 'error_code', 'since', 'until'];
+// Opens one EventSource and routes its named events, with JSON data, to handlers.
+// The EventSource is created by an injectable connect(url) factory so that tests can
+// pass a fake. Reconnecting is the job of connection.js.
 
 // Lifecycle events of EventSource itself. A server event with one of these names
 // would be indistinguishable from them, so handlers may not use them.
@@ -13,25 +8,6 @@ const LIFECYCLE_EVENTS = ['open', 'error'];
 
 /** EventSource.readyState values, copied so that fakes need not define them. */
 export const READY_STATE = Object.freeze({ CONNECTING: 0, OPEN: 1, CLOSED: 2 });
-
-/**
- * Builds the stream URL from a page query string such as location.search.
- * Copies the parameters the endpoint understands, including repeated ones, and drops
- * empty values and every other parameter.
- */
-export function buildStreamUrl(pageSearch) {
-  const pageParams = new URLSearchParams(pageSearch);
-  const streamParams = new URLSearchParams();
-  for (const name of PASSTHROUGH_PARAMS) {
-    for (const value of pageParams.getAll(name)) {
-      if (value !== '') {
-        streamParams.append(name, value);
-      }
-    }
-  }
-  const query = streamParams.toString();
-  return query ? `${STREAM_PATH}?${query}` : STREAM_PATH;
-}
 
 /** Opens a real EventSource. This is the default connect(url) factory. */
 export function connectEventSource(url) {
@@ -65,16 +41,21 @@ function reportInvalidData(eventName, error, rawData) {
  *
  * Returns an object with close() and a readyState getter.
  */
-export function openStream(url, {
-  handlers = {},
-  onOpen = () => {},
-  onConnectionError = () => {},
-  onInvalidData = reportInvalidData,
-  connect = connectEventSource,
-} = {}) {
+export function openStream(
+  url,
+  {
+    handlers = {},
+    onOpen = () => {},
+    onConnectionError = () => {},
+    onInvalidData = reportInvalidData,
+    connect = connectEventSource,
+  } = {},
+) {
   for (const name of Object.keys(handlers)) {
     if (LIFECYCLE_EVENTS.includes(name)) {
-      throw new Error(`Invalid handler name "${name}": use onOpen or onConnectionError for EventSource lifecycle events.`);
+      throw new Error(
+        `Invalid handler name "${name}": use onOpen or onConnectionError for EventSource lifecycle events.`,
+      );
     }
   }
 

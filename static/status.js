@@ -1,12 +1,14 @@
-// Updates the status area and the table summary: connection state, stream source,
-// backfill progress, the upstream error banner and row counts.
+// Updates the status area and the row counts: connection state with a reconnect
+// countdown, stream source, backfill progress, the upstream error banner, and the
+// notes on dropped, held and filtered rows.
 
-import { formatCount, formatLocalTime } from './format.js';
+import { formatCount, formatLocalTime, formatRowCount } from './format.js';
 
 const SELECTORS = {
   status: '#status',
   state: '#connection-state',
   stateHint: '#state-hint',
+  countdown: '#retry-countdown',
   source: '#stream-source',
   reconnect: '#reconnect',
   backfill: '#backfill',
@@ -17,6 +19,7 @@ const SELECTORS = {
   upstreamErrorDetail: '#upstream-error-detail',
   rowCount: '#row-count',
   droppedNote: '#dropped-note',
+  heldNote: '#held-note',
   emptyNote: '#empty-note',
 };
 
@@ -30,11 +33,7 @@ export const STATE_LABELS = Object.freeze({
   disconnected: 'Disconnected',
 });
 
-// Extra text for states whose label alone does not say what happens next.
-const STATE_HINTS = Object.freeze({
-  reconnecting: 'The connection dropped. The browser retries on its own.',
-  disconnected: 'The server refused or closed the stream, so the browser stopped retrying.',
-});
+const COUNTDOWN_TICK_MS = 250;
 
 function findElements(root) {
   const elements = {};
@@ -63,12 +62,13 @@ function describeSource(meta) {
   if (meta.full) {
     parts.push('full history');
   } else if (Number.isInteger(meta.limit)) {
-    parts.push(`limit ${formatCount(meta.limit)}`);
+    parts.push(`backfill ${formatCount(meta.limit)}`);
   }
   return parts.filter(Boolean).join(' · ');
 }
 
-function describeUpstreamError(error) {
+/** Describes an upstream_error event's kind, status and retry plan in one line. */
+export function describeUpstreamError(error) {
   const parts = [];
   if (error.kind) {
     parts.push(`kind: ${error.kind}`);
@@ -86,22 +86,58 @@ function describeUpstreamError(error) {
   return parts.join(' · ');
 }
 
-function describeRowCount(rowCount) {
-  return rowCount === 1 ? '1 row' : `${formatCount(rowCount)} rows`;
-}
+const RECONNECT_REASONS = {
+  dropped: 'The connection dropped.',
+  refused: 'The server did not accept the stream.',
+  heartbeat: 'The stream went silent for three ping intervals.',
+  lagged: 'The server dropped rows because the page read too slowly.',
+};
 
 /**
  * Finds the status elements under `root` and returns functions that update them.
  * Throws when the page lacks one of them.
  */
-export function createStatusView(root = document) {
+export function createStatusView(root = document, { now = () => Date.now() } = {}) {
   const elements = findElements(root);
+  let countdownTimer = null;
 
-  function setState(state) {
+  function stopCountdown() {
+    if (countdownTimer !== null) {
+      window.clearInterval(countdownTimer);
+      countdownTimer = null;
+    }
+    elements.countdown.textContent = '';
+  }
+
+  // The countdown has aria-live="off" in the page, so screen readers announce the
+  // state change once and not every second.
+  function showCountdown(retryAt) {
+    const update = () => {
+      const seconds = Math.max(0, Math.ceil((retryAt - now()) / 1000));
+      elements.countdown.textContent = seconds > 0 ? `retrying in ${seconds} s` : 'retrying now';
+    };
+    update();
+    countdownTimer = window.setInterval(update, COUNTDOWN_TICK_MS);
+  }
+
+  /**
+   * Shows a connection state. For "reconnecting", `retryAt` (epoch ms) starts a
+   * countdown; `hint` replaces the default explanation.
+   */
+  function setState(state, { hint = '', reason = '', retryAt = null } = {}) {
+    stopCountdown();
     elements.status.dataset.state = state;
     elements.state.textContent = STATE_LABELS[state];
-    elements.stateHint.textContent = STATE_HINTS[state] ?? '';
-    elements.reconnect.hidden = state !== 'disconnected';
+    elements.stateHint.textContent = hint || (RECONNECT_REASONS[reason] ?? '');
+    if (state === 'reconnecting' && retryAt !== null) {
+      showCountdown(retryAt);
+    }
+    elements.reconnect.hidden = state !== 'reconnecting' && state !== 'disconnected';
+  }
+
+  /** Replaces the explanation next to the state label, keeping the state and countdown. */
+  function showHint(text) {
+    elements.stateHint.textContent = text;
   }
 
   function showSource(meta) {
@@ -110,15 +146,15 @@ export function createStatusView(root = document) {
 
   // A null total means the server does not know the row count yet, so the bar
   // stays indeterminate.
-  function showProgress(sent, total) {
+  function showProgress(loaded, total) {
     const bar = elements.backfillBar;
     if (Number.isInteger(total) && total > 0) {
       bar.max = total;
-      bar.value = Math.min(sent, total);
-      elements.backfillText.textContent = `loaded ${formatCount(sent)} of ${formatCount(total)}`;
+      bar.value = Math.min(loaded, total);
+      elements.backfillText.textContent = `loaded ${formatCount(loaded)} of ${formatCount(total)}`;
     } else {
       bar.removeAttribute('value');
-      elements.backfillText.textContent = `loaded ${formatCount(sent)}`;
+      elements.backfillText.textContent = `loaded ${formatCount(loaded)}`;
     }
     elements.backfill.hidden = false;
   }
@@ -138,10 +174,19 @@ export function createStatusView(root = document) {
     elements.upstreamError.hidden = true;
   }
 
-  function showRowSummary({ rowCount, droppedCount }) {
-    elements.rowCount.textContent = describeRowCount(rowCount);
-    elements.droppedNote.textContent = `older rows dropped: ${formatCount(droppedCount)}`;
+  function isUpstreamErrorShown() {
+    return !elements.upstreamError.hidden;
+  }
+
+  function showRowSummary({ rowCount, viewCount, droppedCount, heldCount, maxRows, filtered }) {
+    elements.rowCount.textContent = filtered
+      ? `${formatCount(viewCount)} of ${formatRowCount(rowCount)}`
+      : formatRowCount(rowCount);
+    const kept = formatCount(maxRows);
+    elements.droppedNote.textContent = `${formatCount(droppedCount)} older rows dropped (keeping ${kept})`;
     elements.droppedNote.hidden = droppedCount === 0;
+    elements.heldNote.textContent = `paused: ${formatCount(heldCount)} new rows waiting`;
+    elements.heldNote.hidden = heldCount === 0;
   }
 
   function showEmptyNote(visible) {
@@ -154,11 +199,13 @@ export function createStatusView(root = document) {
 
   return {
     setState,
+    showHint,
     showSource,
     showProgress,
     hideProgress,
     showUpstreamError,
     hideUpstreamError,
+    isUpstreamErrorShown,
     showRowSummary,
     showEmptyNote,
     onReconnectClick,

@@ -1,17 +1,19 @@
-"""Browser tests: headless Chromium loads the viewer from aria_stream, which reads the simulator.
+"""Browser tests of the viewer's basics: backfill, progress, hostile rows, the upstream error
+banner, console and CSP hygiene, themes and the README screenshots.
 
-Chromium is Debian's /usr/bin/chromium, driven by Playwright's async API in the test's event
-loop, the same loop that runs the simulator and the app. Without Chromium the tests skip, unless
-the CI environment variable is set, where they fail.
+Headless Chromium loads the viewer from aria_stream, which reads the simulator; see
+tests/browser_support.py for the fixtures and for what happens without Chromium.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import os
-from collections.abc import AsyncIterator
+import struct
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,66 +24,41 @@ if not os.environ.get("CI"):
         reason="Playwright for Python is missing; install it with: pip install -e '.[test]'",
     )
 
-from playwright.async_api import Browser, async_playwright, expect
+from aiohttp.test_utils import TestClient
+from playwright.async_api import Browser, expect
 
-from aria_stream.simulator import Fault, Simulator
+from aria_stream.appkeys import tail_key
+from aria_stream.simulator import Fault
+from tests import browser_support
 from tests.browser_support import (
-    CHROMIUM_ARGS,
-    CHROMIUM_PATH,
+    DATA_ROWS,
+    STATUS,
+    VIEWPORT,
     WatchedPage,
-    chromium_missing_reason,
+    goto_viewer,
     open_watched_page,
+    read_counts,
+    rendered_ids,
+    take_screenshots,
+    wait_for_count,
+    wait_until_live,
 )
 from tests.conftest import FIXTURES, ServerFactory, SimulatorFactory
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
+# Fixtures from tests/browser_support.py, bound here so pytest finds them.
+chromium = browser_support.chromium
+module_browser = browser_support.module_browser
+browser = browser_support.browser
+watched = browser_support.watched
+simulator_factory = browser_support.simulator_factory
+server_factory = browser_support.server_factory
 
-ROWS = "#spend-rows tr"
+HOSTILE_ID = "chatcmpl-hostile-markup"
 HOSTILE_MODEL = "<img src=x onerror=window.__pwned=1>"
 HOSTILE_ERROR_CLASS = "<svg onload=window.__pwned=3>"
 HOSTILE_ERROR_MESSAGE = "</script><script>window.__pwned=2</script>"
-
-
-@pytest.fixture
-def chromium() -> str:
-    """Path of Chromium; skips the test when it is missing, or fails it when CI is set."""
-    reason = chromium_missing_reason()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return str(CHROMIUM_PATH)
-
-
-@pytest.fixture
-async def browser(chromium: str) -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        yield browser
-        await browser.close()
-
-
-@pytest.fixture
-async def watched(browser: Browser) -> WatchedPage:
-    return await open_watched_page(browser)
-
-
-async def open_viewer(
-    server_factory: ServerFactory, simulator: Simulator, watched: WatchedPage, query: str
-) -> None:
-    server = await server_factory(simulator)
-    await watched.page.goto(str(server.make_url(f"/?{query}")))
-
-
-async def wait_until_live(watched: WatchedPage) -> None:
-    await expect(watched.page.locator("#status")).to_have_attribute("data-state", "live")
-
-
-async def row_ids(watched: WatchedPage) -> list[str]:
-    ids: list[str] = await watched.page.locator(ROWS).evaluate_all(
-        "rows => rows.map(row => row.dataset.requestId)"
-    )
-    return ids
+PAGE_SCRIPTS = ["/static/theme-init.js", "/static/viewer.js"]
 
 
 def litellm_time(value: datetime) -> str:
@@ -94,7 +71,7 @@ def hostile_row(start: datetime) -> dict[str, Any]:
     page = json.loads((FIXTURES / "spend_logs_ui.success_page.json").read_text(encoding="utf-8"))
     row: dict[str, Any] = copy.deepcopy(page["data"][0])
     row.update(
-        request_id="chatcmpl-hostile-markup",
+        request_id=HOSTILE_ID,
         litellm_call_id="hostile-markup-call",
         startTime=litellm_time(start),
         endTime=litellm_time(start + timedelta(milliseconds=80)),
@@ -105,8 +82,24 @@ def hostile_row(start: datetime) -> dict[str, Any]:
         "error_code": "500",
         "error_class": HOSTILE_ERROR_CLASS,
         "error_message": HOSTILE_ERROR_MESSAGE,
+        "traceback": HOSTILE_ERROR_MESSAGE,
     }
     return row
+
+
+async def start_poller(server: TestClient) -> None:
+    """Read one stream to ``done``, then wait until the poller it started has polled once."""
+    response = await server.get("/api/spend/stream", params={"limit": "1"})
+    text = ""
+    async with asyncio.timeout(10):
+        while "event: done\n" not in text:
+            chunk = await response.content.readany()
+            assert chunk, "the stream ended before its done event"
+            text += chunk.decode("utf-8")
+        response.close()
+        poller = server.server.app[tail_key].poller
+        while poller.last_ok_at is None:  # noqa: ASYNC110 - the poller has no such event
+            await asyncio.sleep(0.01)
 
 
 async def test_viewer_backfill_fills_table(
@@ -115,17 +108,21 @@ async def test_viewer_backfill_fills_table(
     server_factory: ServerFactory,
 ):
     simulator = await simulator_factory(rows=300)
-    await open_viewer(server_factory, simulator, watched, "limit=120")
-    await wait_until_live(watched)
-    await expect(watched.page.locator(ROWS)).to_have_count(120)
+    server = await server_factory(simulator)
+    await goto_viewer(watched, server, "limit=120")
+    page = watched.page
+    await wait_until_live(page)
+    await wait_for_count(page, "rowCount", 120)
 
     expected = [row.request_id for row in simulator.visible_rows()[:120]]
-    ids = await row_ids(watched)
-    assert ids[0] == expected[0]
-    assert ids == expected
-    assert await watched.page.locator("#connection-state").text_content() == "Live"
-    assert await watched.page.locator("#row-count").text_content() == "120 rows"
-    assert await watched.page.locator("#backfill").is_hidden()
+    ids = await rendered_ids(page)
+    assert ids == expected[: len(ids)]
+    # Only the rows in view exist in the DOM; 120 rows are more than a screenful.
+    assert 10 <= len(ids) < 60
+    assert await page.locator("#connection-state").text_content() == "Live"
+    assert await page.locator("#row-count").text_content() == "120 rows"
+    assert await page.locator("#backfill").is_hidden()
+    assert await page.locator("#spend-table").get_attribute("aria-rowcount") == "121"
 
 
 async def test_viewer_first_row_precedes_page_end(
@@ -133,22 +130,31 @@ async def test_viewer_first_row_precedes_page_end(
     simulator_factory: SimulatorFactory,
     server_factory: ServerFactory,
 ):
-    # About 11 KB per row at 150 KB/s: the 50-row first page takes about 3.7 s to send.
+    # About 11 KB per row at 150 KB/s: the 20-row first page takes about 1.5 s to send.
     simulator = await simulator_factory(rows=300, bandwidth=150_000)
-    await open_viewer(server_factory, simulator, watched, "limit=50")
-    await watched.page.locator(ROWS).first.wait_for(state="attached")
+    server = await server_factory(simulator, first_page_size=20)
+    await goto_viewer(watched, server, "limit=20")
+    page = watched.page
+    await page.locator(DATA_ROWS).first.wait_for(state="attached")
 
-    # The simulator records a request when its handler returns, after the last byte.
-    finished = [record for record in simulator.requests if record.path == "/spend/logs/v2"]
-    assert finished == []
-    ids = await row_ids(watched)
+    # The simulator records a request when its handler returns, after the last byte. The
+    # poller's requests ask for 1 or 1000 rows, so the backfill's first page is the 20-row one.
+    def backfill_pages() -> list[dict[str, str]]:
+        return [
+            record.query
+            for record in simulator.requests
+            if record.path == "/spend/logs/v2" and record.query.get("page_size") == "20"
+        ]
+
+    assert backfill_pages() == []
+    ids = await rendered_ids(page)
     assert ids[0] == simulator.visible_rows()[0].request_id
 
     # The first page's record exists once the page is over, so the empty check above can fail.
-    await wait_until_live(watched)
-    finished = [record for record in simulator.requests if record.path == "/spend/logs/v2"]
-    assert finished[0].query["page"] == "1"
-    assert finished[0].query["page_size"] == "50"
+    await wait_until_live(page)
+    finished = backfill_pages()
+    assert finished[0]["page"] == "1"
+    assert len(finished) == 1
 
 
 async def test_viewer_progress_counts_rows_mid_page(
@@ -159,19 +165,21 @@ async def test_viewer_progress_counts_rows_mid_page(
     """The progress text stayed at "loaded 0" while rows of the first upstream page showed."""
     # About 11 KB per row at 50 KB/s: each of the 6 rows takes about 0.2 s to arrive.
     simulator = await simulator_factory(rows=300, bandwidth=50_000)
-    await open_viewer(server_factory, simulator, watched, "limit=6")
-    await watched.page.locator(ROWS).first.wait_for(state="attached")
+    server = await server_factory(simulator)
+    await goto_viewer(watched, server, "limit=6")
+    page = watched.page
+    await page.locator(DATA_ROWS).first.wait_for(state="attached")
 
     # Both values are read in one task, so no event can land between the two reads.
-    rows_shown, text = await watched.page.evaluate(
+    rows_shown, text = await page.evaluate(
         """() => [
-          document.querySelectorAll('#spend-rows tr').length,
+          document.querySelectorAll('#spend-rows tr.data-row').length,
           document.querySelector('#backfill-text').textContent,
         ]"""
     )
     assert text.startswith("loaded ")
     loaded = int(text.removeprefix("loaded "))
-    # Rows are inserted on the next animation frame, so the count may run ahead of the table.
+    # Rows are drawn on the next animation frame, so the count may run ahead of the table.
     assert loaded >= rows_shown >= 1
     # The backfill of 6 rows was still running when the values were read.
     assert loaded < 6
@@ -185,21 +193,36 @@ async def test_viewer_hostile_row_renders_as_text(
     simulator = await simulator_factory(rows=40)
     start = datetime.now(UTC) - timedelta(seconds=1)
     simulator.add_raw(hostile_row(start), start)
-    await open_viewer(server_factory, simulator, watched, "limit=41")
-    await wait_until_live(watched)
+    server = await server_factory(simulator)
+    await goto_viewer(watched, server, "limit=41")
     page = watched.page
-    row = page.locator('#spend-rows tr[data-request-id="chatcmpl-hostile-markup"]')
+    await wait_until_live(page)
+    row = page.locator(f'{DATA_ROWS}[data-request-id="{HOSTILE_ID}"]')
     await expect(row).to_have_count(1)
 
     assert await row.locator(".model-name").text_content() == HOSTILE_MODEL
     assert await row.locator("td.col-error").text_content() == f"500 {HOSTILE_ERROR_CLASS}"
     assert await row.locator("td.col-error").get_attribute("title") == HOSTILE_ERROR_MESSAGE
+
+    # The detail panel shows the same fields, and the traceback, as text.
+    await row.click()
+    traceback = page.locator("#details .details-traceback")
+    await expect(traceback).to_have_text(HOSTILE_ERROR_MESSAGE)
+    assert await page.locator("#details-title").text_content() == HOSTILE_MODEL
+    assert await page.locator("#details .details-error-message").text_content() == (
+        HOSTILE_ERROR_MESSAGE
+    )
+
     assert await page.locator("img").count() == 0
-    assert await page.locator("#spend-rows svg").count() == 0
-    assert await page.evaluate("document.scripts.length") == 1
+    assert await page.locator("svg").count() == 0
+    scripts = await page.evaluate(
+        "[...document.scripts].map(script => new URL(script.src).pathname)"
+    )
+    assert scripts == PAGE_SCRIPTS
     assert await page.evaluate("typeof window.__pwned") == "undefined"
     assert watched.dialogs == []
     assert watched.page_errors == []
+    assert await watched.csp_violations() == []
 
 
 async def test_viewer_upstream_unauthorized_shows_banner(
@@ -207,8 +230,13 @@ async def test_viewer_upstream_unauthorized_shows_banner(
     simulator_factory: SimulatorFactory,
     server_factory: ServerFactory,
 ):
-    simulator = await simulator_factory(rows=40, fault=Fault("unauthorized"))
-    await open_viewer(server_factory, simulator, watched, "limit=20")
+    simulator = await simulator_factory(rows=40)
+    # The poller, started by another stream first, polls again only after poll_interval, so
+    # the page's stream reports its own backfill's error, retried after poll_interval.
+    server = await server_factory(simulator, poll_interval=30, max_backoff=30)
+    await start_poller(server)
+    simulator.fault = Fault("unauthorized")
+    await goto_viewer(watched, server, "limit=20")
     page = watched.page
     banner = page.locator("#upstream-error")
     await expect(banner).to_be_visible()
@@ -218,10 +246,10 @@ async def test_viewer_upstream_unauthorized_shows_banner(
     assert "(Authentication Error, Invalid proxy server token passed.)" in message
     assert message.startswith(f"LiteLLM at {simulator.url} rejected the key with 401")
     detail = await page.locator("#upstream-error-detail").text_content()
-    assert detail == "kind: auth · HTTP 401 · not retrying"
-    assert await page.locator("#status").get_attribute("data-state") == "upstreamError"
+    assert detail == "kind: auth · HTTP 401 · retrying in 30 s"
+    assert await page.locator(STATUS).get_attribute("data-state") == "upstreamError"
     assert await page.locator("#connection-state").text_content() == "Upstream error"
-    assert await page.locator(ROWS).count() == 0
+    assert await page.locator(DATA_ROWS).count() == 0
 
 
 async def test_viewer_upstream_error_hides_progress(
@@ -231,7 +259,8 @@ async def test_viewer_upstream_error_hides_progress(
 ):
     """The backfill progress bar kept running after an upstream error had ended the backfill."""
     simulator = await simulator_factory(rows=40, fault=Fault("server_error"))
-    await open_viewer(server_factory, simulator, watched, "limit=20")
+    server = await server_factory(simulator)
+    await goto_viewer(watched, server, "limit=20")
     await expect(watched.page.locator("#upstream-error")).to_be_visible()
 
     assert await watched.page.locator("#backfill").is_hidden()
@@ -243,14 +272,18 @@ async def test_viewer_normal_load_reports_no_errors(
     server_factory: ServerFactory,
 ):
     simulator = await simulator_factory(rows=100)
-    await open_viewer(server_factory, simulator, watched, "limit=100")
-    await wait_until_live(watched)
-    await expect(watched.page.locator(ROWS)).to_have_count(100)
+    server = await server_factory(simulator)
+    await goto_viewer(watched, server, "limit=100")
+    await wait_until_live(watched.page)
+    await wait_for_count(watched.page, "rowCount", 100)
 
     assert watched.console_errors == []
     assert watched.console_warnings == []
     assert watched.page_errors == []
     assert await watched.csp_violations() == []
+    counts = await read_counts(watched.page)
+    assert counts["duplicateCount"] == 0
+    assert counts["droppedCount"] == 0
 
 
 async def test_viewer_csp_blocks_inline_script(
@@ -259,9 +292,10 @@ async def test_viewer_csp_blocks_inline_script(
     server_factory: ServerFactory,
 ):
     simulator = await simulator_factory(rows=10)
-    await open_viewer(server_factory, simulator, watched, "limit=10")
-    await wait_until_live(watched)
+    server = await server_factory(simulator)
+    await goto_viewer(watched, server, "limit=10")
     page = watched.page
+    await wait_until_live(page)
 
     await page.evaluate(
         """() => {
@@ -287,9 +321,53 @@ async def test_viewer_theme_follows_color_scheme(
 ):
     watched = await open_watched_page(browser, color_scheme=scheme)
     simulator = await simulator_factory(rows=10)
-    await open_viewer(server_factory, simulator, watched, "limit=10")
-    await wait_until_live(watched)
+    server = await server_factory(simulator)
+    await goto_viewer(watched, server, "limit=10")
+    await wait_until_live(watched.page)
 
     body = watched.page.locator("body")
     color = await body.evaluate("element => getComputedStyle(element).backgroundColor")
     assert color == background
+
+
+async def test_viewer_theme_toggle_survives_reload(
+    browser: Browser,
+    simulator_factory: SimulatorFactory,
+    server_factory: ServerFactory,
+):
+    watched = await open_watched_page(browser, color_scheme="light")
+    simulator = await simulator_factory(rows=10)
+    server = await server_factory(simulator)
+    await goto_viewer(watched, server, "limit=10")
+    page = watched.page
+    toggle = page.locator("#theme-toggle")
+    body = page.locator("body")
+    background = "element => getComputedStyle(element).backgroundColor"
+
+    # system -> light -> dark
+    await toggle.click()
+    await toggle.click()
+    await expect(toggle).to_have_text("Theme: dark")
+    assert await body.evaluate(background) == "rgb(20, 23, 28)"
+
+    await page.reload()
+    await expect(toggle).to_have_text("Theme: dark")
+    assert await page.evaluate("document.documentElement.dataset.theme") == "dark"
+    assert await body.evaluate(background) == "rgb(20, 23, 28)"
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Return (width, height) from a PNG file's IHDR chunk."""
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", header[16:24])
+    return width, height
+
+
+async def test_viewer_screenshots_light_and_dark(browser: Browser, tmp_path: Path):
+    """The README screenshots come from take_screenshots; this checks that it still works."""
+    written = await take_screenshots(browser, tmp_path)
+
+    assert [path.name for path in written] == ["viewer-light.png", "viewer-dark.png"]
+    for path in written:
+        assert png_size(path) == (VIEWPORT["width"], VIEWPORT["height"])

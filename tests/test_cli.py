@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from aria_stream import __version__
-from aria_stream.cli import main
+from aria_stream.cli import SECRET_SETTINGS, main
 from aria_stream.settings import Settings
 from aria_stream.simulator import DEFAULT_KEY
 from tests.conftest import FIXTURES
@@ -97,6 +97,13 @@ async def start_child() -> AsyncIterator:
             await child.process.wait()
 
 
+def through_done(events: list[Event]) -> list[Event]:
+    """Return the events up to and including the first ``done``; live events may follow it."""
+    names = [event.event for event in events]
+    assert "done" in names
+    return events[: names.index("done") + 1]
+
+
 async def read_stream(response: aiohttp.ClientResponse, until: str) -> list[Event]:
     """Read a stream until an event called ``until`` is complete; return every event so far."""
     text = ""
@@ -130,7 +137,9 @@ def serve_help() -> str:
     return one_line(result.stdout)
 
 
-@pytest.mark.parametrize("name", [name for name in Settings.model_fields if name != "litellm_key"])
+@pytest.mark.parametrize(
+    "name", [name for name in Settings.model_fields if name not in SECRET_SETTINGS]
+)
 def test_cli_serve_help_describes_setting(serve_help: str, name: str):
     description = Settings.model_fields[name].description
     assert description is not None
@@ -258,15 +267,20 @@ async def test_cli_serve_demo_streams_backfill(start_child):
     async with aiohttp.ClientSession() as session:
         url = f"http://127.0.0.1:{port}/api/spend/stream"
         async with session.get(url, params={"limit": "500"}) as response:
-            events = await read_stream(response, "done")
+            events = through_done(await read_stream(response, "done"))
 
+    # The demo simulator adds rows every second, so live entries can follow done.
     names = [event.event for event in events]
     assert names[0] == "meta"
     assert events[0].json()["source"] == "simulator"
+    assert events[0].json()["live"] is True
     assert "entries" in names
     assert "progress" in names
-    assert names[-1] == "done"
-    assert len(rows_of(events)) == 500
+    assert names.count("done") == 1
+    assert events[-1].json()["sent"] == 500
+    ids = [row["request_id"] for row in rows_of(events)]
+    assert len(ids) == 500
+    assert len(set(ids)) == 500
     assert await child.interrupt() == 0
     assert "Demo mode: ARIA_LITELLM_URL is not set" in await child.stderr_text()
 
@@ -299,7 +313,7 @@ async def test_cli_serve_from_file_streams_rows(start_child, tmp_path: Path):
     async with aiohttp.ClientSession() as session:
         url = f"http://127.0.0.1:{port}/api/spend/stream"
         async with session.get(url) as response:
-            events = await read_stream(response, "done")
+            events = through_done(await read_stream(response, "done"))
 
     assert events[0].json()["source"] == "file"
     assert [item["request_id"] for item in rows_of(events)] == [

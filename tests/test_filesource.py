@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,9 +16,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from aria_stream.app import create_app
 from aria_stream.appkeys import source_key
 from aria_stream.filesource import BLOCK_SIZE, FileSource, FileSourceError
+from aria_stream.models import shorten_hash
 from aria_stream.settings import Settings
 from tests.conftest import FIXTURES, ServerFactory
-from tests.sse import Event, read_events, rows_of
+from tests.sse import Event, parse_events, read_events, rows_of
 
 READ_TIMEOUT = 10.0
 MODELS = ("openai/gpt-4o-mini", "openai/gpt-4o", "gemini/gemini-1.5-flash")
@@ -108,13 +110,25 @@ async def write_and_start(
     return await start_file_app(server_factory, path)
 
 
+def through_end(events: list[Event]) -> list[Event]:
+    """Return the events up to and including the first ``done`` or ``upstream_error``.
+
+    The stream stays open after either, so heartbeats may follow in the same read.
+    """
+    names = [event.event for event in events]
+    ends = [index for index, name in enumerate(names) if name in {"done", "upstream_error"}]
+    assert ends
+    return events[: ends[0] + 1]
+
+
 async def stream_events(client: TestClient, **params: str) -> list[Event]:
+    """Open the stream; return its events up to the end of the backfill or its error."""
     response = await client.get("/api/spend/stream", params=params)
     assert response.status == 200
     async with asyncio.timeout(READ_TIMEOUT):
         events = await read_events(response)
     response.close()
-    return events
+    return through_end(events)
 
 
 async def walk_pages(client: TestClient, **params: str) -> list[str]:
@@ -157,6 +171,7 @@ async def test_file_stream_meta_names_file(server_factory: ServerFactory, tmp_pa
         "limit": 1000,
         "full": False,
         "total": None,
+        "live": False,
     }
 
 
@@ -181,6 +196,10 @@ async def test_file_logs_pages_cover_rows(server_factory: ServerFactory, tmp_pat
     assert await walk_pages(client, limit="7") == ROW_IDS
 
 
+def _shown_key(value: str) -> str:
+    return shorten_hash(value) if re.fullmatch(r"[0-9a-f]{32,128}", value) else value
+
+
 async def test_file_stream_full_rows(server_factory: ServerFactory, tmp_path: Path):
     client = await write_and_start(server_factory, tmp_path, as_lines(ROWS))
 
@@ -188,7 +207,12 @@ async def test_file_stream_full_rows(server_factory: ServerFactory, tmp_path: Pa
 
     rows = rows_of(events)
     assert [row["request_id"] for row in rows] == ROW_IDS[:4]
-    assert [row["metadata"] for row in rows] == [row["metadata"] for row in ROWS[:4]]
+    # Key hashes (hex) are shown shortened; a named key such as the master key is kept.
+    expected = [
+        {**row["metadata"], "user_api_key": _shown_key(row["metadata"]["user_api_key"])}
+        for row in ROWS[:4]
+    ]
+    assert [row["metadata"] for row in rows] == expected
 
 
 async def test_file_stream_limit_stops_early(server_factory: ServerFactory, tmp_path: Path):
@@ -309,7 +333,32 @@ async def test_file_truncated_error_is_truncated(server_factory: ServerFactory, 
     assert error["kind"] == "truncated"
     assert error["status"] is None
     assert error["retry"] is False
+    assert error["retry_in"] is None
     assert error["message"].startswith("The spend-log file cut.json ends in the middle of its data")
+
+
+async def test_file_truncated_stream_not_retried(server_factory: ServerFactory, tmp_path: Path):
+    path = tmp_path / "cut.json"
+    path.write_text(truncated_text("array", 5))
+    # A retry would come after poll_interval, long before the first heartbeat.
+    settings = Settings(from_file=path, poll_interval=0.1, max_backoff=0.1, ping_interval=0.5)
+    client = await server_factory(settings)
+    source = client.server.app[source_key]
+    assert isinstance(source, FileSource)
+
+    response = await client.get("/api/spend/stream", params={"limit": "1000"})
+    text = ""
+    async with asyncio.timeout(READ_TIMEOUT):
+        while "event: ping\n" not in text:
+            chunk = await response.content.readany()
+            assert chunk, "the stream ended before its first ping event"
+            text += chunk.decode("utf-8")
+    response.close()
+
+    names = [event.event for event in parse_events(text)]
+    assert names[names.index("upstream_error") :] == ["upstream_error", "ping"]
+    assert [row["request_id"] for row in rows_of(parse_events(text))] == ROW_IDS[:5]
+    assert source.bytes_read == path.stat().st_size
 
 
 async def test_file_truncated_logs_is_502(server_factory: ServerFactory, tmp_path: Path):

@@ -403,7 +403,8 @@ def test_full_decodes_metadata_string(ui_failure_row):
 
     full = project_full(ui_failure_row)
 
-    assert full["metadata"] == metadata
+    # The key hash is shown shortened; everything else is kept as sent.
+    assert full["metadata"] == {**metadata, "user_api_key": "78f90069…b2b6"}
     assert full["lite"] == UI_FAILURE_LITE
 
 

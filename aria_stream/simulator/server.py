@@ -39,6 +39,7 @@ FaultKind = Literal[
     "unauthorized",
     "rate_limit",
     "html_502",
+    "html_500",
     "html_200",
     "server_error",
     "truncate",
@@ -54,6 +55,12 @@ HTML_502 = (
     b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
     b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
     b"</body>\r\n</html>\r\n"
+)
+# A web framework's error page, as sent when the proxy's application crashes.
+HTML_500 = (
+    b"<!DOCTYPE html><html><head><title>500 Internal Server Error</title></head>"
+    b"<body><h1>Internal Server Error</h1><p>The server encountered an internal error and was "
+    b"unable to complete your request.</p></body></html>"
 )
 HTML_LOGIN = (
     b"<!DOCTYPE html><html><head><title>Sign in</title></head>"
@@ -187,10 +194,17 @@ class Simulator:
         self.port = self._runner.addresses[0][1]
 
     async def stop_listening(self) -> None:
-        """Close the listening socket, so new connections are refused, as when LiteLLM is down."""
+        """Close the listening socket, so new connections are refused, as when LiteLLM is down.
+
+        Open connections are closed too, because a client would otherwise go on sending
+        requests over its keep-alive connections.
+        """
         if self._site is not None:
             await self._site.stop()
             self._site = None
+        if self._runner is not None and self._runner.server is not None:
+            for connection in list(self._runner.server.connections):
+                connection.force_close()
 
     async def resume_listening(self) -> None:
         """Listen again on the same port after ``stop_listening``."""
@@ -273,6 +287,8 @@ class Simulator:
         app.router.add_post("/_simulator/fault", self._handle_set_fault)
         app.router.add_delete("/_simulator/fault", self._handle_clear_fault)
         app.router.add_post("/_simulator/rows", self._handle_add_rows)
+        app.router.add_get("/_simulator/visible", self._handle_visible)
+        app.router.add_get("/_simulator/requests", self._handle_requests)
         return app
 
     @web.middleware
@@ -412,6 +428,43 @@ class Simulator:
         rows = self.produce(int(body.get("count", 1)), delay=float(body.get("delay", 0.0)))
         return web.json_response({"added": len(rows)})
 
+    async def _handle_visible(self, request: web.Request) -> web.Response:
+        """List ``[request_id, visible_at]`` of rows made visible from ``?since=`` (Unix time) on.
+
+        Benchmarks compare ``visible_at`` with the time a client received the row.
+        """
+        self._check_key(request)
+        since = _float_param(request, "since")
+        now = time.time()
+        rows = [
+            [row.request_id, row.visible_at] for row in self._rows if since <= row.visible_at <= now
+        ]
+        return web.json_response({"rows": rows})
+
+    async def _handle_requests(self, request: web.Request) -> web.Response:
+        """List the request records logged from ``?since=`` (``time.monotonic()`` seconds) on.
+
+        ``time.monotonic()`` reads the same clock in every process of one Linux machine, so a
+        benchmark in another process can count the requests of its own run. A request is logged
+        when its handler ends, so ``handling`` counts the requests still running, this one
+        included.
+        """
+        self._check_key(request)
+        since = _float_param(request, "since")
+        records = [
+            {
+                "path": record.path,
+                "query": record.query,
+                "status": record.status,
+                "at": record.at,
+                "completed": record.completed,
+                "bytes_sent": record.bytes_sent,
+            }
+            for record in self.requests
+            if record.at >= since
+        ]
+        return web.json_response({"requests": records, "handling": self._handling})
+
     # Helpers.
 
     def _check_key(self, request: web.Request) -> None:
@@ -465,6 +518,8 @@ class Simulator:
             )
         if kind == "html_502":
             raise _Reply(web.Response(status=502, body=HTML_502, content_type="text/html"))
+        if kind == "html_500":
+            raise _Reply(web.Response(status=500, body=HTML_500, content_type="text/html"))
         if kind == "html_200":
             raise _Reply(web.Response(status=200, body=HTML_LOGIN, content_type="text/html"))
         if kind == "server_error":
@@ -682,6 +737,18 @@ def _positive_int(query: Any, name: str, default: int, maximum: int | None) -> i
             "less_than_equal",
             {"le": maximum},
         )
+    return value
+
+
+def _float_param(request: web.Request, name: str) -> float:
+    """Read a finite float query parameter of a control endpoint; 0 when it is absent."""
+    text = request.query.get(name, "0")
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise web.HTTPBadRequest(text=f"{name} must be a number, got {text!r}")
     return value
 
 
