@@ -52,9 +52,7 @@ async def simulator(simulator_factory: SimulatorFactory) -> Simulator:
 
 def settings_for(simulator: Simulator, **overrides: Any) -> Settings:
     """Settings that read this simulator with its master key."""
-    return Settings(
-        litellm_url=simulator.url, litellm_key=simulator.config.master_key, **overrides
-    )
+    return Settings(litellm_url=simulator.url, litellm_key=simulator.config.master_key, **overrides)
 
 
 @pytest.fixture

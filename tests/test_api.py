@@ -409,8 +409,9 @@ async def test_entry_returns_full_row(server: TestClient, simulator: Simulator):
     assert body["request_id"] == sim_row.request_id
     assert body["lite"]["request_id"] == sim_row.request_id
     assert body["metadata"]["litellm_call_id"] == sim_row.call_id
-    assert body["proxy_server_request"]["messages"] == (
-        sim_row.detail()["proxy_server_request"]["messages"]
+    assert (
+        body["proxy_server_request"]["messages"]
+        == (sim_row.detail()["proxy_server_request"]["messages"])
     )
 
 
