@@ -40,7 +40,7 @@ def project_entry(
     lite = project_lite(raw)
     if full:
         return lite, project_full(raw, max_bytes=max_bytes)
-    return lite, SpendLogEntry.model_validate(lite).model_dump(mode="json")
+    return lite, SpendLogEntry.model_validate(lite).model_dump(mode="json", exclude_none=True)
 
 
 class Backfill:

@@ -52,7 +52,7 @@ class TailRow:
         *,
         full_max_bytes: int = FULL_ROW_MAX_BYTES,
     ) -> TailRow:
-        entry = SpendLogEntry.model_validate(lite).model_dump(mode="json")
+        entry = SpendLogEntry.model_validate(lite).model_dump(mode="json", exclude_none=True)
         return cls(
             cursor,
             lite,

@@ -282,5 +282,6 @@ def _select_rows(
         if not query.matches(lite) or not options.matches(lite):
             continue
         seen.add(lite["request_id"])
-        rows.append(row)
+        # An export keeps every column, null ones included, so each line has the same keys.
+        rows.append({column: row.get(column) for column in COLUMNS})
     return rows

@@ -835,10 +835,9 @@ LINE_BREAKS_CURSOR = "1735732801000000-sse-bytes-1"
 LINE_BREAKS_EVENT = (
     b"event: entries\n"
     b'data: [{"request_id":"sse-bytes-1","start_time":"2025-01-01T12:00:01.000000Z",'
-    b'"duration_ms":null,"model":"cr\\rlf\\ncrlf\\r\\nend","model_group":null,"provider":null,'
+    b'"model":"cr\\rlf\\ncrlf\\r\\nend",'
     b'"status":"failure","prompt_tokens":0,"completion_tokens":0,"total_tokens":0,"spend":0.0,'
-    b'"cache_hit":null,"key_alias":null,"team_id":null,"user":null,"end_user":null,'
-    b'"session_id":null,"error_code":"500","error_class":"Err",'
+    b'"error_code":"500","error_class":"Err",'
     b'"error_message":"ls\\u2028nel\\u0085ps\\u2029emoji\\ud83d\\ude00 '
     b'</script><script>x()</script>"}]\n'
     b"\n"
