@@ -64,7 +64,7 @@ class TailRow:
 
     @property
     def size(self) -> int:
-        """Bytes this row holds in memory, roughly: its lite JSON, raw form and full JSON."""
+        """Approximate bytes of memory this row uses: its lite JSON, raw form and full JSON."""
         return len(self.lite_json) + self.raw_size + len(self.full_json or "")
 
     def json(self, full: bool) -> str:
@@ -191,7 +191,7 @@ class Handover:
 
 @dataclass(frozen=True, slots=True)
 class UpstreamStatus:
-    """LiteLLM's state as the poller sees it; ``event`` is the data of the event to send."""
+    """LiteLLM's state as observed by the poller; ``event`` is the data of the event to send."""
 
     ok: bool
     event: dict[str, Any] | None = None
@@ -208,7 +208,7 @@ class Listener(Protocol):
 
 
 class Broker(Protocol):
-    """What the poller and the viewers need of a broker."""
+    """Interface between the poller and the viewers."""
 
     epoch: str
     status: UpstreamStatus
