@@ -87,7 +87,7 @@ class UpstreamTruncated(UpstreamError):
 
 
 class ApiError(Exception):
-    """A request to our own API that cannot be served, with the HTTP status to answer."""
+    """A request to our own API that cannot be served, with the HTTP status to return."""
 
     def __init__(
         self,

@@ -309,7 +309,7 @@ def project_full(row: dict[str, Any], *, max_bytes: int = FULL_ROW_MAX_BYTES) ->
 
 @dataclass(frozen=True, slots=True)
 class _Limits:
-    """How hard ``_Cutter`` cuts: characters per string, items per nested list or object."""
+    """Limits of ``_Cutter``: characters per string, items per nested list or object."""
 
     string_chars: int
     items: int | None

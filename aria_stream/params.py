@@ -24,7 +24,7 @@ YEAR_MAX = 2099
 # Event ids are far shorter; a longer ``after`` cannot be one.
 AFTER_MAX_CHARS = 2048
 
-# What each parameter accepts, as the error message states it.
+# Accepted values of each parameter, as its error message states them.
 EXPECTED = {
     "limit": "an integer from 1 to {max}",
     "offset": f"an integer from 0 to {OFFSET_MAX}",

@@ -30,7 +30,7 @@ MAX_ID_CHARS = 2048
 
 @dataclass(frozen=True, slots=True)
 class StreamPosition:
-    """Where a viewer is in a stream."""
+    """Position of a viewer in a stream."""
 
     top: str | None = None
     low: str | None = None

@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     max_backoff: float = Field(
         default=60.0,
         gt=0,
-        description="Longest wait, in seconds, between two polls while LiteLLM keeps failing.",
+        description="Maximum wait, in seconds, between two polls while LiteLLM keeps failing.",
     )
     queue_bytes: int = Field(
         default=4 * 1024 * 1024,

@@ -11,7 +11,7 @@ from aria_stream.upstream import PageEvent
 
 
 class SpendSource(Protocol):
-    """Where spend logs come from."""
+    """Source of spend logs."""
 
     @property
     def kind(self) -> str:

@@ -4,7 +4,7 @@ Choices that follow LiteLLM's behaviour:
 
 1. Endpoints are tried in the order ``/spend/logs/v2`` (LiteLLM 1.80 and later),
    ``/spend/logs/ui`` (paginated since 1.59), then legacy ``/spend/logs`` (one unpaged array).
-   A 404 moves to the next one, and the one that answered is remembered for the process.
+   A 404 moves to the next one, and the one that responded is remembered for the process.
 2. Pages are asked with ``page``/``page_size`` from 1 and read until a page comes back empty or
    short. ``total_pages`` is not trusted because LiteLLM 1.93 caps ``total`` at 10,000.
 3. Page size 1000 is asked first; before LiteLLM 1.95 the maximum was 100, answered with a 422,
@@ -65,7 +65,7 @@ EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 @dataclass(frozen=True, slots=True)
 class PageStart:
-    """A page's response headers arrived; ``endpoint`` is the variant that answered."""
+    """A page's response headers arrived; ``endpoint`` is the variant that responded."""
 
     endpoint: Endpoint
     page: int | None

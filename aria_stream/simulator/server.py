@@ -346,7 +346,11 @@ class Simulator:
         total = min(len(rows), COUNT_CAP)
         chosen = rows[(page - 1) * page_size : page * page_size]
         await asyncio.sleep(self.config.latency_base + self.config.latency_per_row * len(chosen))
-        render_as: Variant = "ui" if ui else ("v1.88" if variant == "v1.88" else "v2")
+        render_as: Variant = "v2"
+        if ui:
+            render_as = "ui"
+        elif variant == "v1.88":
+            render_as = "v1.88"
         envelope = {
             "total": total,
             "page": page,
