@@ -8,7 +8,8 @@ How it finds new rows, whatever the number of viewers:
 2. Before reading the window it asks for one row only, to learn LiteLLM's count for the window.
    When the count equals the rows it already knows there (unreadable rows included), the poll
    ends there, so a quiet proxy costs one tiny request per interval. Otherwise it reads newest
-   first until it has found as many new rows as the count says.
+   first until it has found as many new rows as the count says; its first page holds about as
+   many rows as are missing, so a busy window is not read whole.
 3. When LiteLLM fails, it backs off exponentially with jitter (at least the ``Retry-After`` of a
    429, at most ``max_backoff``), tells every viewer once, and on recovery reads back to its last
    successful poll so no row recorded during the outage is lost.
@@ -42,6 +43,8 @@ logger = logging.getLogger(__name__)
 FUTURE_MARGIN = timedelta(days=1)
 # Request ids kept for de-duplication, at most; the oldest go first.
 SEEN_MAX = 500_000
+# Rows asked for beyond the missing ones, for rows recorded between the count and the read.
+PAGE_SLACK = 10
 
 
 class Poller:
@@ -196,7 +199,14 @@ class Poller:
                     return
                 missing = counted - known
         found = 0
-        pages = self.source.iter_pages(query, page_size=self.settings.page_size)
+        if missing is None:
+            pages = self.source.iter_pages(query, page_size=self.settings.page_size)
+        else:
+            # The missing rows are usually the newest, so the first page asks for them and a
+            # few more that may have arrived since the count; the rest of the window is read
+            # only for late rows, in pages that grow.
+            first = min(self.settings.page_size, missing + PAGE_SLACK)
+            pages = self.source.iter_pages(query, first_page_size=first)
         async with aclosing(pages) as events:
             async for event in events:
                 if not isinstance(event, RowBatch):

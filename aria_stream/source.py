@@ -40,7 +40,12 @@ class SpendSource(Protocol):
     def window(self, query: SpendQuery) -> tuple[Any, Any]: ...
 
     def iter_pages(
-        self, query: SpendQuery, *, offset: int = 0, page_size: int | None = None
+        self,
+        query: SpendQuery,
+        *,
+        offset: int = 0,
+        page_size: int | None = None,
+        first_page_size: int | None = None,
     ) -> AsyncGenerator[PageEvent, None]: ...
 
     async def fetch_entry(self, request_id: str) -> dict[str, Any] | None: ...

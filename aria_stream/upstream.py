@@ -146,9 +146,13 @@ class LiteLLMClient:
         *,
         offset: int = 0,
         page_size: int | None = None,
+        first_page_size: int | None = None,
         now: datetime | None = None,
     ) -> AsyncGenerator[PageEvent, None]:
         """Yield page events for rows matching ``query``, newest first, starting at ``offset``.
+
+        Every page holds ``page_size`` rows when it is given. Otherwise the first page holds
+        ``first_page_size`` rows (by default the setting of that name) and later pages grow.
 
         Rows are yielded as soon as they are parsed, so a caller sees the first row of a page
         while the rest of it is still arriving. The caller stops whenever it has enough rows;
@@ -157,7 +161,7 @@ class LiteLLMClient:
         """
         since, until = self.window(query, now)
         seen: set[str] = set()
-        size = page_size or min(self.settings.first_page_size, self.max_page_size)
+        size = page_size or first_page_size or self.settings.first_page_size
         fixed_size = page_size is not None
         while True:
             size = min(size, self.max_page_size)

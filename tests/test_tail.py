@@ -104,6 +104,47 @@ async def test_poller_one_request_per_quiet_poll(
     assert len(tail_of(client).subscribers) == len(readers)
 
 
+async def test_poller_reads_page_sized_to_missing_rows_in_busy_window(
+    simulator: Simulator, server_factory: ServerFactory
+):
+    add_rows(simulator, spread(400, newest=2.0))
+    client = await server_factory(simulator, **FAST_TAIL)
+    reader = await open_to_done(client, limit="5")
+    await all_live(client, 1)
+    await polls_pass(client, 1)
+    await simulator.wait_until_idle()
+    mark = time.monotonic()
+
+    fresh = add_rows(simulator, spread(3, newest=0.5))
+    received = await read_exactly(client, simulator, [reader], request_ids(fresh), polls=1)
+    await simulator.wait_until_idle()
+    sizes = [
+        int(record.query["page_size"])
+        for record in simulator.requests
+        if record.at >= mark and record.query.get("page_size", "1") != "1"
+    ]
+
+    assert received == [oldest_first(fresh)]
+    # The 3 new rows, then the marker row: each read asks for the missing rows plus 10.
+    assert sizes == [13, 11]
+
+
+async def test_poller_pages_down_to_late_row_in_busy_window(
+    simulator: Simulator, server_factory: ServerFactory
+):
+    add_rows(simulator, spread(400, newest=2.0))
+    client = await server_factory(simulator, **FAST_TAIL)
+    reader = await open_to_done(client, limit="5")
+    await all_live(client, 1)
+    await polls_pass(client, 1)
+
+    # A long request recorded late: 300 rows of the window are newer than it.
+    late = add_rows(simulator, [ago(4.5)])
+    received = await read_exactly(client, simulator, [reader], request_ids(late))
+
+    assert received == [request_ids(late)]
+
+
 # Fan-out and filters.
 
 
