@@ -30,6 +30,7 @@ from typing import Any
 from aria_stream.broker import Broker, TailRow, UpstreamStatus
 from aria_stream.errors import UpstreamError
 from aria_stream.events import make_cursor
+from aria_stream.gcpace import CollectionPacer
 from aria_stream.jsonrows import MalformedRow
 from aria_stream.metrics import Metrics
 from aria_stream.models import parse_utc, project_lite
@@ -75,6 +76,7 @@ class Poller:
         self._polled: asyncio.Future[None] | None = None
         self._first_poll = True
         self._rng = random.Random()
+        self.pacer = CollectionPacer()
 
     def restart(self) -> None:
         """Forget the last poll and the last failure: the next poll is a baseline again.
@@ -89,15 +91,22 @@ class Poller:
 
     async def run(self) -> None:
         """Poll until cancelled."""
-        while True:
-            try:
-                delay = await self.poll_once()
-            except Exception as error:
-                # A bug must not end the live tail of every viewer: log it and poll again.
-                logger.exception("Poll failed unexpectedly")
-                delay = self._backoff(None)
-                self.last_error = UpstreamError(f"the poll failed unexpectedly: {error!r}")
-            await asyncio.sleep(delay)
+        loop = asyncio.get_running_loop()
+        with self.pacer:
+            while True:
+                try:
+                    delay = await self.poll_once()
+                except Exception as error:
+                    # A bug must not end the live tail of every viewer: log it and poll again.
+                    logger.exception("Poll failed unexpectedly")
+                    delay = self._backoff(None)
+                    self.last_error = UpstreamError(f"the poll failed unexpectedly: {error!r}")
+                next_poll = loop.time() + delay
+                # The writers of the batch just published run first; a full garbage collection
+                # then takes its pause from the wait for the next poll.
+                await asyncio.sleep(0)
+                self.pacer.collect_if_due()
+                await asyncio.sleep(max(0.0, next_poll - loop.time()))
 
     async def poll_once(self) -> float:
         """Poll once and return the seconds to wait before the next poll."""

@@ -229,6 +229,7 @@ async def test_simulator_requests_lists_list_calls(simulator_factory: SimulatorF
     since = time.monotonic()
     params = {"start_date": "2000-01-01 00:00:00", "end_date": "2100-01-01 00:00:00"}
     page = await http.get(f"{simulator.url}/spend/logs/v2", params=params)
+    received = time.monotonic()
     await asyncio.wait_for(simulator.wait_until_idle(), 10)
     response = await http.get(f"{simulator.url}/_simulator/requests", params={"since": since})
     body = response.json()
@@ -239,7 +240,8 @@ async def test_simulator_requests_lists_list_calls(simulator_factory: SimulatorF
     assert records[0]["status"] == 200
     assert records[0]["completed"] is True
     assert records[0]["bytes_sent"] == len(page.content)
-    assert records[0]["at"] >= since
+    assert since <= records[0]["started"] <= received
+    assert records[0]["at"] >= records[0]["started"]
 
 
 async def test_poller_legacy_sends_no_old_rows_again(

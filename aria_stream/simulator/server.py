@@ -100,6 +100,7 @@ class SimulatorConfig:
 class RequestRecord:
     """One request the simulator received, logged when its handler finished or was cancelled.
 
+    ``at`` is when it was logged and ``started`` when it arrived, both ``time.monotonic()``.
     ``bytes_sent`` counts the response body bytes written to the connection. ``completed`` is
     True only when the whole body was written. It is False when the client went away, when the
     handler was cancelled, or when a fault cut the response short.
@@ -111,6 +112,7 @@ class RequestRecord:
     at: float = field(default_factory=time.monotonic)
     completed: bool = False
     bytes_sent: int = 0
+    started: float = 0.0
 
 
 @dataclass(slots=True)
@@ -295,6 +297,7 @@ class Simulator:
     async def _record_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         progress = _Progress()
         request[_progress_key] = progress
+        started = time.monotonic()
         self._handling += 1
         try:
             response: web.StreamResponse
@@ -323,6 +326,7 @@ class Simulator:
                     progress.status,
                     completed=progress.completed,
                     bytes_sent=progress.bytes_sent,
+                    started=started,
                 )
             )
 
@@ -461,6 +465,7 @@ class Simulator:
                 "query": record.query,
                 "status": record.status,
                 "at": record.at,
+                "started": record.started,
                 "completed": record.completed,
                 "bytes_sent": record.bytes_sent,
             }
