@@ -59,7 +59,7 @@ class CollectionPacer:
             self._saved = None
 
     def collect_if_due(self) -> bool:
-        """Run a full collection if the last one is ``every`` seconds old and return whether it ran."""
+        """Run a full collection if the last one is ``every`` seconds old; return True if it ran."""
         if self._saved is None or self.clock() - self._last < self.every:
             return False
         started = time.perf_counter()
