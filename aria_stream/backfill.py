@@ -97,7 +97,9 @@ class Backfill:
             if query.until is None or until < query.until:
                 query = replace(query, until=until)
         # A file is not sorted by time, so its backfill resumes by counting rows instead.
-        pages = self.source.iter_pages(query, offset=self.offset + self.sent)
+        pages = self.source.iter_pages(
+            query, offset=self.offset + self.sent, expected_rows=self.remaining
+        )
         async with aclosing(pages) as events:
             async for event in events:
                 if isinstance(event, PageStart):

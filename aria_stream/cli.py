@@ -136,7 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="Seconds between batch writes of new rows, as LiteLLM's spend-log writer does.",
     )
     simulate.add_argument(
-        "--bandwidth", type=float, default=None, help="Response bandwidth limit in bytes/s."
+        "--bandwidth",
+        type=float,
+        default=None,
+        help="Bandwidth in bytes/s of the link that all responses share.",
     )
     simulate.add_argument(
         "--latency-base", type=float, default=0.0, help="Seconds before the first byte of a page."

@@ -224,7 +224,8 @@ async def handle_export(request: web.Request) -> web.StreamResponse:
     seen: set[str] = set()
     started = time.monotonic()
     try:
-        async with aclosing(source.iter_pages(query)) as events:
+        pages = source.iter_pages(query, expected_rows=options.limit)
+        async with aclosing(pages) as events:
             async for event in events:
                 if isinstance(event, PageEnd):
                     await writer.start()

@@ -67,11 +67,13 @@ class FileSource:
         offset: int = 0,
         page_size: int | None = None,
         first_page_size: int | None = None,
+        expected_rows: int | None = None,
         now: datetime | None = None,
     ) -> AsyncGenerator[PageEvent, None]:
         """Yield the file's rows in file order, skipping the first ``offset``.
 
-        A file has no pages, so ``page_size`` and ``first_page_size`` are ignored.
+        A file has no pages, so ``page_size``, ``first_page_size`` and ``expected_rows`` are
+        ignored.
 
         A file that is not a complete spend-log document raises an ``UpstreamError`` after the
         rows before the fault have been yielded, as a failing LiteLLM response does.

@@ -57,7 +57,7 @@ class Settings(BaseSettings):
         description="Largest page size asked of LiteLLM; drops to 100 when the proxy rejects it.",
     )
     first_page_size: int = Field(
-        default=50,
+        default=5,
         ge=1,
         le=1000,
         description="Rows in the first upstream page of a backfill; later pages double up to "

@@ -46,6 +46,7 @@ class SpendSource(Protocol):
         offset: int = 0,
         page_size: int | None = None,
         first_page_size: int | None = None,
+        expected_rows: int | None = None,
     ) -> AsyncGenerator[PageEvent, None]: ...
 
     async def fetch_entry(self, request_id: str) -> dict[str, Any] | None: ...

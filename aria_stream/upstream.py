@@ -147,12 +147,16 @@ class LiteLLMClient:
         offset: int = 0,
         page_size: int | None = None,
         first_page_size: int | None = None,
+        expected_rows: int | None = None,
         now: datetime | None = None,
     ) -> AsyncGenerator[PageEvent, None]:
         """Yield page events for rows matching ``query``, newest first, starting at ``offset``.
 
         Every page holds ``page_size`` rows when it is given. Otherwise the first page holds
         ``first_page_size`` rows (by default the setting of that name) and later pages grow.
+
+        ``expected_rows`` is how many rows the caller expects to read. While a page streams,
+        the next one is requested if it starts within them, so LiteLLM builds it meanwhile.
 
         Rows are yielded as soon as they are parsed, so a caller sees the first row of a page
         while the rest of it is still arriving. The caller stops whenever it has enough rows;
@@ -163,43 +167,55 @@ class LiteLLMClient:
         seen: set[str] = set()
         size = page_size or first_page_size or self.settings.first_page_size
         fixed_size = page_size is not None
-        while True:
-            size = min(size, self.max_page_size)
-            page = offset // size + 1
-            skip = offset % size
-            params = {
-                "start_date": litellm_date(since),
-                "end_date": litellm_date(until),
-                "page": str(page),
-                "page_size": str(size),
-                **query.upstream_params(),
-            }
-            try:
-                endpoint, response = await self._open(params)
-            except _PageSizeTooLarge:
-                # Page numbers depend on the page size, so this page is asked again.
-                continue
-            try:
-                if endpoint == "legacy":
-                    yield PageStart(endpoint, None, None)
-                    async with aclosing(self._read_body(response, seen, skip=offset)) as events:
+        end = None if expected_rows is None else offset + expected_rows
+        ahead: _Prefetch | None = None
+        try:
+            while True:
+                size = min(size, self.max_page_size)
+                page = offset // size + 1
+                skip = offset % size
+                params = _page_params(query, since, until, page, size)
+                try:
+                    if ahead is not None and ahead.params == params:
+                        endpoint, response = await ahead.task
+                    else:
+                        if ahead is not None:
+                            await ahead.discard()
+                        endpoint, response = await self._open(params)
+                except _PageSizeTooLarge:
+                    # Page numbers depend on the page size, so this page is requested again.
+                    continue
+                finally:
+                    ahead = None
+                try:
+                    if endpoint == "legacy":
+                        yield PageStart(endpoint, None, None)
+                        async with aclosing(self._read_body(response, seen, skip=offset)) as events:
+                            async for event in events:
+                                yield event
+                        return
+                    next_offset = page * size
+                    next_size = size if fixed_size else self._next_page_size(size, next_offset)
+                    if end is not None and next_offset < end:
+                        following = _page_params(
+                            query, since, until, next_offset // next_size + 1, next_size
+                        )
+                        ahead = _Prefetch(following, asyncio.create_task(self._open(following)))
+                    yield PageStart(endpoint, page, size)
+                    page_rows = 0
+                    async with aclosing(self._read_body(response, seen, skip=skip)) as events:
                         async for event in events:
+                            if isinstance(event, PageEnd):
+                                page_rows = event.rows
                             yield event
+                finally:
+                    await response.aclose()
+                if page_rows < size:
                     return
-                yield PageStart(endpoint, page, size)
-                page_rows = 0
-                async with aclosing(self._read_body(response, seen, skip=skip)) as events:
-                    async for event in events:
-                        if isinstance(event, PageEnd):
-                            page_rows = event.rows
-                        yield event
-            finally:
-                await response.aclose()
-            if page_rows < size:
-                return
-            offset = page * size
-            if not fixed_size:
-                size = self._next_page_size(size, offset)
+                offset, size = next_offset, next_size
+        finally:
+            if ahead is not None:
+                await ahead.discard()
 
     def _next_page_size(self, size: int, offset: int) -> int:
         doubled = size * 2
@@ -600,3 +616,37 @@ def _retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
+
+
+def _page_params(
+    query: SpendQuery, since: datetime, until: datetime, page: int, size: int
+) -> dict[str, str]:
+    return {
+        "start_date": litellm_date(since),
+        "end_date": litellm_date(until),
+        "page": str(page),
+        "page_size": str(size),
+        **query.upstream_params(),
+    }
+
+
+@dataclass(slots=True)
+class _Prefetch:
+    """The request for the next page, sent while the current page streams."""
+
+    params: dict[str, str]
+    task: asyncio.Task[tuple[Endpoint, httpx.Response]]
+
+    async def discard(self) -> None:
+        """Cancel the request, or close its response if it has one."""
+        self.task.cancel()
+        try:
+            _, response = await self.task
+        except asyncio.CancelledError:
+            if not self.task.cancelled():
+                raise
+            return
+        except Exception:
+            # A failure of a page nobody reads any more is not the caller's failure.
+            return
+        await response.aclose()

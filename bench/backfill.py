@@ -76,7 +76,7 @@ async def run(config: BackfillConfig) -> dict[str, Any]:
             latency_base=config.latency_base,
             latency_per_row=config.latency_per_row,
         )
-        aria = await group.aria(simulator, first_page_size=config.first_page_size)
+        aria = await group.aria(simulator)
         baseline = await group.baseline(simulator)
         stream_url = f"{aria.url}/api/spend/stream?limit={config.rows}"
         # Warm both servers up (imports, first connection to the simulator) before measuring.

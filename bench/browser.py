@@ -174,7 +174,7 @@ async def side_by_side(browser: Any, config: BrowserConfig, slow: BackfillConfig
             latency_base=slow.latency_base,
             latency_per_row=slow.latency_per_row,
         )
-        aria = await group.aria(simulator, first_page_size=slow.first_page_size)
+        aria = await group.aria(simulator)
         baseline = await group.baseline(simulator)
         viewer_url = f"{aria.url}/?limit={slow.rows}"
         reps: list[dict[str, Any]] = []

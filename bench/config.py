@@ -14,8 +14,6 @@ class BackfillConfig:
     # LiteLLM 1.108.7 on 2 cores, measured: first byte of a page after ~70 ms + 6 ms per row.
     latency_base: float = 0.070
     latency_per_row: float = 0.006
-    # Rows in aria_stream's first upstream page; later pages double (ARIA_FIRST_PAGE_SIZE).
-    first_page_size: int = 5
     reps: int = 5
 
 

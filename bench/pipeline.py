@@ -72,7 +72,12 @@ class MemorySource:
         return None
 
     async def iter_pages(
-        self, query: SpendQuery, *, offset: int = 0, page_size: int | None = None
+        self,
+        query: SpendQuery,
+        *,
+        offset: int = 0,
+        page_size: int | None = None,
+        expected_rows: int | None = None,
     ) -> AsyncGenerator[PageEvent, None]:
         yield PageStart("v2", 1, None)
         splitter = RowSplitter()

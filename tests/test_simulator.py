@@ -591,6 +591,24 @@ async def test_bandwidth_limits_response_speed(http, simulator_factory: Simulato
     assert simulator.requests[-1].at - started >= size / bandwidth
 
 
+async def test_bandwidth_shared_by_concurrent_responses(http, simulator_factory: SimulatorFactory):
+    bandwidth = 1_000_000
+    simulator = await simulator_factory(rows=60, bandwidth=bandwidth)
+    started = time.monotonic()
+
+    responses = await asyncio.gather(
+        get(http, simulator, "/spend/logs/v2", page_size="60", **WIDE),
+        get(http, simulator, "/spend/logs/ui", page_size="60", **WIDE),
+    )
+    async with asyncio.timeout(10):
+        await simulator.wait_until_idle()
+
+    size = sum(len(response.content) for response in responses)
+    assert len(responses[0].content) > 200_000
+    # Both bodies went through one link of 1 MB/s, so together they took their total time.
+    assert max(record.at for record in simulator.requests) - started >= size / bandwidth
+
+
 # Produced rows.
 
 

@@ -30,8 +30,8 @@ KEY = "sk-secret-aria-test-key"
 # A bound on every read of a stream, so that a stream that never ends fails its test quickly.
 READ_TIMEOUT = 10.0
 # Settings.first_page_size: the page size of a backfill's first upstream request. The poller
-# asks for page_size=1 (its count probe) or Settings.page_size (1000), never for this size.
-FIRST_PAGE_SIZE = "50"
+# requests page_size=1 (its count request) or at least 11 rows, never this size.
+FIRST_PAGE_SIZE = "5"
 
 
 class EventReader:
@@ -498,8 +498,9 @@ async def test_stream_rows_arrive_before_page_ends(
 # the fault well before the poller polls again.
 
 FAULT_LIMIT = 20
-# Equal poll_interval and max_backoff make every backfill retry wait 0.5 s.
-FAULT_SETTINGS: dict[str, Any] = {"poll_interval": 0.5, "max_backoff": 0.5}
+# Equal poll_interval and max_backoff make every backfill retry wait 0.5 s. A first page larger
+# than FAULT_LIMIT makes the backfill end inside it, before LiteLLM's total arrives.
+FAULT_SETTINGS: dict[str, Any] = {"poll_interval": 0.5, "max_backoff": 0.5, "first_page_size": 50}
 RETRY_IN = 0.5
 
 # fault kind -> (fault, settings, error kind, status, meta endpoint, message fragments)

@@ -187,7 +187,7 @@ def single_route(status: int, body: bytes, content_type: str = "application/json
 
 async def test_endpoint_v2_used_first(simulator_factory, client_factory):
     simulator = await simulator_factory(rows=30, variant="v2")
-    client = client_factory(simulator)
+    client = client_factory(simulator, first_page_size=50)
 
     reading = await read_pages(client)
 
@@ -198,9 +198,26 @@ async def test_endpoint_v2_used_first(simulator_factory, client_factory):
     assert reading.events[0] == PageStart("v2", 1, 50)
 
 
+async def test_pages_default_start_at_five_rows_then_grow(simulator_factory, client_factory):
+    simulator = await simulator_factory(rows=30)
+    client = client_factory(simulator)
+
+    reading = await read_pages(client)
+
+    assert reading.error is None
+    assert reading.ids == visible_ids(simulator)
+    # Page numbers count pages of the current size: rows 0-4, 5-9, 10-19, then 20-29 of 20.
+    assert await list_requests(simulator) == [
+        ("/spend/logs/v2", "1", "5", 200),
+        ("/spend/logs/v2", "2", "5", 200),
+        ("/spend/logs/v2", "2", "10", 200),
+        ("/spend/logs/v2", "2", "20", 200),
+    ]
+
+
 async def test_endpoint_ui_after_v2_not_found(simulator_factory, client_factory):
     simulator = await simulator_factory(rows=30, variant="ui")
-    client = client_factory(simulator)
+    client = client_factory(simulator, first_page_size=50)
 
     reading = await read_pages(client)
 
@@ -216,7 +233,7 @@ async def test_endpoint_ui_after_v2_not_found(simulator_factory, client_factory)
 
 async def test_endpoint_legacy_after_both_not_found(simulator_factory, client_factory):
     simulator = await simulator_factory(rows=30, variant="legacy")
-    client = client_factory(simulator)
+    client = client_factory(simulator, first_page_size=50)
 
     reading = await read_pages(client)
 
@@ -251,7 +268,7 @@ async def test_endpoint_legacy_sent_without_dates(simulator_factory, client_fact
 )
 async def test_endpoint_remembered_for_next_read(simulator_factory, client_factory, variant, path):
     simulator = await simulator_factory(rows=30, variant=variant)
-    client = client_factory(simulator)
+    client = client_factory(simulator, first_page_size=50)
     await read_pages(client)
     await list_requests(simulator)
     simulator.requests.clear()
@@ -353,6 +370,96 @@ async def test_paging_fixed_page_size_never_doubles(simulator_factory, client_fa
         ("2", "40"),
         ("3", "40"),
     ]
+
+
+async def test_prefetch_sends_next_page_while_current_streams(simulator_factory, client_factory):
+    # Each page waits 0.1 s before its first byte and then streams for about 0.25 s.
+    simulator = await simulator_factory(rows=50, latency_base=0.1, bandwidth=1_000_000)
+    client = client_factory(simulator, first_page_size=20, page_size=20)
+
+    reading = await read_pages(client, expected_rows=50)
+
+    assert reading.error is None
+    assert reading.ids == visible_ids(simulator)
+    await list_requests(simulator)
+    pages = [record for record in simulator.requests if record.path in LIST_PATHS]
+    assert [record.query["page"] for record in pages] == ["1", "2", "3"]
+    assert all(record.completed for record in pages)
+    # Page 2 was requested before page 1 had finished, and page 3 before page 2 had.
+    assert pages[1].started < pages[0].at
+    assert pages[2].started < pages[1].at
+
+
+async def test_prefetch_stays_within_expected_rows(simulator_factory, client_factory):
+    simulator = await simulator_factory(rows=100)
+    client = client_factory(simulator, first_page_size=10, page_size=10)
+
+    reading = await read_pages(client, expected_rows=20, stop_after=20)
+
+    assert reading.error is None
+    assert reading.ids == visible_ids(simulator)[:20]
+    requests = await list_requests(simulator)
+    assert [(page, size) for _, page, size, _ in requests] == [("1", "10"), ("2", "10")]
+
+
+async def test_prefetch_closed_when_caller_stops_early(simulator_factory, client_factory):
+    # Page 1 streams for about 0.6 s after its first byte, and page 2 waits 1 s for its own.
+    simulator = await simulator_factory(rows=100, latency_base=1.0, bandwidth=200_000)
+    client = client_factory(simulator, first_page_size=10, page_size=10)
+
+    reading = await read_pages(client, expected_rows=100, stop_after=10)
+
+    assert reading.error is None
+    assert reading.ids == visible_ids(simulator)[:10]
+    requests = await list_requests(simulator)
+    assert [(page, size) for _, page, size, _ in requests] == [("1", "10"), ("2", "10")]
+    # Page 2 was still waiting for its first byte when the caller stopped.
+    page_two = [record for record in simulator.requests if record.query.get("page") == "2"]
+    assert [record.completed for record in page_two] == [False]
+
+
+async def test_prefetch_failure_unread_page_raises_nothing(simulator_factory, client_factory):
+    # Page 1 streams for about 0.6 s, long enough for the request for page 2 to fail.
+    simulator = await simulator_factory(rows=100, bandwidth=200_000)
+    client = client_factory(simulator, first_page_size=10, page_size=10)
+    events: list[PageEvent] = []
+
+    async with aclosing(client.iter_pages(SpendQuery(), expected_rows=100)) as pages:
+        async for event in pages:
+            events.append(event)
+            if isinstance(event, PageStart):
+                # The request for page 2 has not reached the simulator yet.
+                simulator.fault = Fault("server_error", count=1)
+            if isinstance(event, PageEnd):
+                break
+
+    await list_requests(simulator)
+    requests = sorted(simulator.requests, key=lambda record: record.started)
+    assert [(record.query["page"], record.status) for record in requests] == [
+        ("1", 200),
+        ("2", 500),
+    ]
+    assert sum(len(event.rows) for event in events if isinstance(event, RowBatch)) == 10
+
+
+async def test_prefetch_failure_raised_when_page_is_read(simulator_factory, client_factory):
+    simulator = await simulator_factory(rows=100)
+    client = client_factory(simulator, first_page_size=10, page_size=10, max_backoff=0.1)
+    events: list[PageEvent] = []
+    error: UpstreamError | None = None
+
+    try:
+        async with aclosing(client.iter_pages(SpendQuery(), expected_rows=100)) as pages:
+            async for event in pages:
+                events.append(event)
+                if isinstance(event, PageStart) and event.page == 1:
+                    simulator.fault = Fault("server_error", count=1)
+    except UpstreamError as raised:
+        error = raised
+
+    assert isinstance(error, UpstreamServerError)
+    assert error.status == 500
+    assert sum(len(event.rows) for event in events if isinstance(event, RowBatch)) == 10
 
 
 async def test_paging_offset_skips_leading_rows(simulator_factory, client_factory):
@@ -561,7 +668,7 @@ async def test_error_wrong_key_names_setting(simulator_factory, client_factory):
     assert reading.error.message.endswith(
         "; set ARIA_LITELLM_KEY to a key that may read spend logs, such as the master key."
     )
-    assert await list_requests(simulator) == [("/spend/logs/v2", "1", "50", 401)]
+    assert await list_requests(simulator) == [("/spend/logs/v2", "1", "5", 401)]
     assert_clean_message(reading.error)
 
 

@@ -6,6 +6,7 @@ aria_stream client code runs against it over loopback HTTP. Knobs shape its spee
 
 1. LiteLLM builds a whole page before sending it, so a page waits ``latency_base`` plus
    ``latency_per_row`` per row before the first byte, then is sent at ``bandwidth`` bytes/s.
+   The bandwidth is that of one link: responses sent at the same time share it.
 2. New rows (``rows_per_second``) become visible in batches every ``flush_interval`` seconds,
    as LiteLLM's spend-log writer flushes them; a long request shows up after shorter later ones.
 3. ``variant`` emulates older proxies: ``ui`` (no v2 route), ``legacy`` (only ``/spend/logs``),
@@ -145,6 +146,7 @@ class Simulator:
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._producer: asyncio.Task[None] | None = None
+        self._link = _Link(self.config.bandwidth)
         self.host = "127.0.0.1"
         self.port = 0
 
@@ -590,7 +592,7 @@ class Simulator:
         progress = request[_progress_key]
         progress.status = response.status
         await response.prepare(request)
-        body = _Throttle(response, self.config.bandwidth, progress)
+        body = _Throttle(response, self._link, progress)
         await body.write(head)
         cut_after = None
         if fault is not None and fault.kind in ("truncate", "stall"):
@@ -616,21 +618,35 @@ class Simulator:
         return response
 
 
+class _Link:
+    """The network link of every response: ``bandwidth`` bytes per second in all, when set."""
+
+    def __init__(self, bandwidth: float | None) -> None:
+        self.bandwidth = bandwidth
+        # Monotonic time at which the bytes handed to the link so far have all been sent.
+        self.free_at = 0.0
+
+    def reserve(self, size: int) -> float:
+        """Queue ``size`` bytes behind the bytes already queued; return seconds until sent."""
+        if not self.bandwidth:
+            return 0.0
+        now = time.monotonic()
+        self.free_at = max(self.free_at, now) + size / self.bandwidth
+        return self.free_at - now
+
+
 class _Throttle:
-    """Body writer that sends in large blocks, at ``bandwidth`` bytes per second when set."""
+    """Body writer that sends in large blocks, at the pace of the link when it has a bandwidth."""
 
     BLOCK = 64 * 1024
 
-    def __init__(
-        self, response: web.StreamResponse, bandwidth: float | None, progress: _Progress
-    ) -> None:
+    def __init__(self, response: web.StreamResponse, link: _Link, progress: _Progress) -> None:
         self.response = response
-        self.bandwidth = bandwidth
+        self.link = link
         self.progress = progress
         self.pending = bytearray()
+        bandwidth = link.bandwidth
         self.block = self.BLOCK if not bandwidth else max(1024, int(bandwidth / 50))
-        self.started = time.monotonic()
-        self.sent = 0
 
     async def write(self, data: bytes) -> None:
         self.pending += data
@@ -645,13 +661,10 @@ class _Throttle:
 
     async def _send(self, data: bytes) -> None:
         await self.response.write(data)
-        self.sent += len(data)
         self.progress.bytes_sent += len(data)
-        if self.bandwidth:
-            due = self.started + self.sent / self.bandwidth
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+        delay = self.link.reserve(len(data))
+        if delay > 0:
+            await asyncio.sleep(delay)
 
 
 async def _wait_until_closed(request: web.Request) -> None:
