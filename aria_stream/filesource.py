@@ -68,12 +68,13 @@ class FileSource:
         page_size: int | None = None,
         first_page_size: int | None = None,
         expected_rows: int | None = None,
+        sort_by: str | None = None,
         now: datetime | None = None,
     ) -> AsyncGenerator[PageEvent, None]:
         """Yield the file's rows in file order, skipping the first ``offset``.
 
-        A file has no pages, so ``page_size``, ``first_page_size`` and ``expected_rows`` are
-        ignored.
+        A file has no pages and one order, so ``page_size``, ``first_page_size``,
+        ``expected_rows`` and ``sort_by`` are ignored.
 
         A file that is not a complete spend-log document raises an ``UpstreamError`` after the
         rows before the fault have been yielded, as a failing LiteLLM response does.

@@ -7,9 +7,10 @@ How it finds new rows, whatever the number of viewers:
    shorter, later ones. Rows already seen (by request id) are left out.
 2. Before reading the window it asks for one row only, to learn LiteLLM's count for the window.
    When the count equals the rows it already knows there (unreadable rows included), the poll
-   ends there, so a quiet proxy costs one tiny request per interval. Otherwise it reads newest
-   first until it has found as many new rows as the count says; its first page holds about as
-   many rows as are missing, so a busy window is not read whole.
+   ends there, so a quiet proxy costs one tiny request per interval. Otherwise it reads the
+   window by end time, newest first, until it has found as many new rows as the count says. A
+   row becomes visible when its request ends, so the new rows come first, and the first page
+   holds about as many rows as are missing: a busy window is not read whole.
 3. When LiteLLM fails, it backs off exponentially with jitter (at least the ``Retry-After`` of a
    429, at most ``max_backoff``), tells every viewer once, and on recovery reads back to its last
    successful poll so no row recorded during the outage is lost.
@@ -211,11 +212,12 @@ class Poller:
         if missing is None:
             pages = self.source.iter_pages(query, page_size=self.settings.page_size)
         else:
-            # The missing rows are usually the newest, so the first page asks for them and a
-            # few more that may have arrived since the count; the rest of the window is read
-            # only for late rows, in pages that grow.
+            # Rows become visible when their request ends, so sorted by end time the missing
+            # rows come first. The first page holds them and a few more that may have arrived
+            # since the count. The rest of the window is read only for rows recorded late, or
+            # from a proxy that sorts by start time only, in pages that grow.
             first = min(self.settings.page_size, missing + PAGE_SLACK)
-            pages = self.source.iter_pages(query, first_page_size=first)
+            pages = self.source.iter_pages(query, first_page_size=first, sort_by="endTime")
         async with aclosing(pages) as events:
             async for event in events:
                 if not isinstance(event, RowBatch):

@@ -47,6 +47,7 @@ class SpendSource(Protocol):
         page_size: int | None = None,
         first_page_size: int | None = None,
         expected_rows: int | None = None,
+        sort_by: str | None = None,
     ) -> AsyncGenerator[PageEvent, None]: ...
 
     async def fetch_entry(self, request_id: str) -> dict[str, Any] | None: ...

@@ -122,6 +122,8 @@ class LiteLLMClient:
         self.settings = settings
         self.endpoint: Endpoint | None = None
         self.max_page_size = settings.page_size
+        # False once the proxy rejected a sort_by parameter.
+        self.sorts = True
         self.last_success: float | None = None
         self.last_error: UpstreamError | None = None
 
@@ -148,9 +150,13 @@ class LiteLLMClient:
         page_size: int | None = None,
         first_page_size: int | None = None,
         expected_rows: int | None = None,
+        sort_by: str | None = None,
         now: datetime | None = None,
     ) -> AsyncGenerator[PageEvent, None]:
         """Yield page events for rows matching ``query``, newest first, starting at ``offset``.
+
+        ``sort_by`` names a column for LiteLLM to sort by, descending, in place of ``startTime``.
+        A proxy that rejects the parameter is asked again without it, and from then on never.
 
         Every page holds ``page_size`` rows when it is given. Otherwise the first page holds
         ``first_page_size`` rows (by default the setting of that name) and later pages grow.
@@ -174,7 +180,8 @@ class LiteLLMClient:
                 size = min(size, self.max_page_size)
                 page = offset // size + 1
                 skip = offset % size
-                params = _page_params(query, since, until, page, size)
+                sort = sort_by if self.sorts else None
+                params = _page_params(query, since, until, page, size, sort)
                 try:
                     if ahead is not None and ahead.params == params:
                         endpoint, response = await ahead.task
@@ -182,8 +189,8 @@ class LiteLLMClient:
                         if ahead is not None:
                             await ahead.discard()
                         endpoint, response = await self._open(params)
-                except _PageSizeTooLarge:
-                    # Page numbers depend on the page size, so this page is requested again.
+                except (_PageSizeTooLarge, _SortRejected):
+                    # The page is requested again with the size or order the proxy accepts.
                     continue
                 finally:
                     ahead = None
@@ -198,7 +205,7 @@ class LiteLLMClient:
                     next_size = size if fixed_size else self._next_page_size(size, next_offset)
                     if end is not None and next_offset < end:
                         following = _page_params(
-                            query, since, until, next_offset // next_size + 1, next_size
+                            query, since, until, next_offset // next_size + 1, next_size, sort
                         )
                         ahead = _Prefetch(following, asyncio.create_task(self._open(following)))
                     yield PageStart(endpoint, page, size)
@@ -302,6 +309,14 @@ class LiteLLMClient:
                 # Only an existing route validates its parameters, so this endpoint is the one.
                 self._remember(endpoint)
                 raise _PageSizeTooLarge
+            if status == 400 and "sort_by" in params and _is_sort_rejected(body):
+                logger.warning(
+                    "LiteLLM rejected sort_by=%s; reading in its default order from now on",
+                    params["sort_by"],
+                )
+                self.sorts = False
+                self._remember(endpoint)
+                raise _SortRejected
             if status == 404:
                 break
             raise self._error_for(response, body)
@@ -547,6 +562,18 @@ class _PageSizeTooLarge(Exception):
     """The proxy rejected the page size; ``max_page_size`` was lowered to what it accepts."""
 
 
+class _SortRejected(Exception):
+    """The proxy rejected ``sort_by`` or ``sort_order``; ``sorts`` was set to False."""
+
+
+def _is_sort_rejected(body: bytes) -> bool:
+    try:
+        error = orjson.loads(body).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return False
+    return isinstance(error, dict) and error.get("param") in ("sort_by", "sort_order")
+
+
 def _is_page_size_limit(body: bytes) -> bool:
     try:
         detail = orjson.loads(body).get("detail")
@@ -619,15 +646,24 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def _page_params(
-    query: SpendQuery, since: datetime, until: datetime, page: int, size: int
+    query: SpendQuery,
+    since: datetime,
+    until: datetime,
+    page: int,
+    size: int,
+    sort_by: str | None,
 ) -> dict[str, str]:
-    return {
+    params = {
         "start_date": litellm_date(since),
         "end_date": litellm_date(until),
         "page": str(page),
         "page_size": str(size),
         **query.upstream_params(),
     }
+    if sort_by is not None:
+        params["sort_by"] = sort_by
+        params["sort_order"] = "desc"
+    return params
 
 
 @dataclass(slots=True)

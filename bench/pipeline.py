@@ -78,6 +78,7 @@ class MemorySource:
         offset: int = 0,
         page_size: int | None = None,
         expected_rows: int | None = None,
+        sort_by: str | None = None,
     ) -> AsyncGenerator[PageEvent, None]:
         yield PageStart("v2", 1, None)
         splitter = RowSplitter()

@@ -268,6 +268,25 @@ async def test_pages_sort_order_ascending(http, simulator):
     assert ids_of(response) == expected
 
 
+@pytest.mark.parametrize(
+    ("sort_by", "key"),
+    [
+        ("endTime", lambda row: row.end),
+        ("spend", lambda row: row.spend),
+        ("request_duration_ms", lambda row: row.duration_ms),
+    ],
+    ids=["end-time", "spend", "duration"],
+)
+async def test_pages_sort_by_column_descending(http, simulator, sort_by, key):
+    response = await get(
+        http, simulator, "/spend/logs/v2", page_size="1000", sort_by=sort_by, **WIDE
+    )
+
+    expected = sorted(simulator.visible_rows(), key=key, reverse=True)
+    assert ids_of(response) == [row.request_id for row in expected]
+    assert ids_of(response) != [row.request_id for row in simulator.visible_rows()]
+
+
 async def test_pages_split_by_page_and_size(http, simulator):
     second = await get(http, simulator, "/spend/logs/v2", page="2", page_size="70", **WIDE)
     beyond = await get(http, simulator, "/spend/logs/v2", page="6", page_size="70", **WIDE)

@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -104,10 +105,27 @@ async def test_poller_one_request_per_quiet_poll(
     assert len(tail_of(client).subscribers) == len(readers)
 
 
+def add_ended(
+    simulator: Simulator, ends: list[datetime], *, duration_ms: int | None = None
+) -> list[SimRow]:
+    """Add rows whose requests ended at ``ends``, visible now, as LiteLLM records them."""
+    visible_at = time.time()
+    rows = []
+    for end in ends:
+        row = simulator.factory.make(end)
+        if duration_ms is not None:
+            row.duration_ms = duration_ms
+        row.start = end - timedelta(milliseconds=row.duration_ms)
+        row.visible_at = visible_at
+        rows.append(row)
+    simulator.add_rows(rows)
+    return rows
+
+
 async def test_poller_reads_page_sized_to_missing_rows_in_busy_window(
     simulator: Simulator, server_factory: ServerFactory
 ):
-    add_rows(simulator, spread(400, newest=2.0))
+    add_ended(simulator, spread(400, newest=2.0))
     client = await server_factory(simulator, **FAST_TAIL)
     reader = await open_to_done(client, limit="5")
     await all_live(client, 1)
@@ -115,7 +133,7 @@ async def test_poller_reads_page_sized_to_missing_rows_in_busy_window(
     await simulator.wait_until_idle()
     mark = time.monotonic()
 
-    fresh = add_rows(simulator, spread(3, newest=0.5))
+    fresh = add_ended(simulator, spread(3, newest=0.5))
     received = await read_exactly(client, simulator, [reader], request_ids(fresh), polls=1)
     await simulator.wait_until_idle()
     sizes = [
@@ -129,20 +147,32 @@ async def test_poller_reads_page_sized_to_missing_rows_in_busy_window(
     assert sizes == [13, 11]
 
 
-async def test_poller_pages_down_to_late_row_in_busy_window(
+async def test_poller_finds_late_row_on_first_page(
     simulator: Simulator, server_factory: ServerFactory
 ):
-    add_rows(simulator, spread(400, newest=2.0))
+    add_ended(simulator, spread(400, newest=2.0))
     client = await server_factory(simulator, **FAST_TAIL)
     reader = await open_to_done(client, limit="5")
     await all_live(client, 1)
     await polls_pass(client, 1)
 
-    # A long request recorded late: 300 rows of the window are newer than it.
-    late = add_rows(simulator, [ago(4.5)])
-    received = await read_exactly(client, simulator, [reader], request_ids(late))
+    await simulator.wait_until_idle()
+    mark = time.monotonic()
+
+    # A request of 4.3 s that just ended: about 300 rows of the window started after it.
+    late = add_ended(simulator, [ago(0.2)], duration_ms=4300)
+    received = await read_exactly(client, simulator, [reader], request_ids(late), polls=1)
+    await simulator.wait_until_idle()
+    reads = [
+        record.query
+        for record in simulator.requests
+        if record.at >= mark and record.query.get("page_size", "1") != "1"
+    ]
 
     assert received == [request_ids(late)]
+    # Sorted by end time, the late row and then the marker row each lie on the first page.
+    assert [(query["page"], query["page_size"]) for query in reads] == [("1", "11"), ("1", "11")]
+    assert {query["sort_by"] for query in reads} == {"endTime"}
 
 
 # Fan-out and filters.

@@ -10,6 +10,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from aiohttp import web
@@ -460,6 +461,65 @@ async def test_prefetch_failure_raised_when_page_is_read(simulator_factory, clie
     assert isinstance(error, UpstreamServerError)
     assert error.status == 500
     assert sum(len(event.rows) for event in events if isinstance(event, RowBatch)) == 10
+
+
+async def test_sort_by_sent_descending_and_rows_follow_it(simulator_factory, client_factory):
+    simulator = await simulator_factory(rows=40)
+    client = client_factory(simulator, first_page_size=20, page_size=20)
+
+    reading = await read_pages(client, sort_by="endTime")
+
+    assert reading.error is None
+    by_end = sorted(simulator.visible_rows(), key=lambda row: row.end, reverse=True)
+    assert reading.ids == [row.request_id for row in by_end]
+    await list_requests(simulator)
+    sorts = {(r.query.get("sort_by"), r.query.get("sort_order")) for r in simulator.requests}
+    assert sorts == {("endTime", "desc")}
+
+
+def sort_rejecting_routes(simulator: Simulator, queries: list[dict[str, str]]) -> web.RouteTableDef:
+    """Build a v2 route that rejects ``sort_by``, else returns ``simulator``'s response."""
+    routes = web.RouteTableDef()
+
+    @routes.get("/spend/logs/v2")
+    async def pages(request: web.Request) -> web.Response:
+        queries.append(dict(request.query))
+        if "sort_by" in request.query:
+            error = {
+                "message": f"Invalid sort_by: {request.query['sort_by']}",
+                "type": "bad_request",
+                "param": "sort_by",
+                "code": "400",
+            }
+            return web.json_response({"error": error}, status=400)
+        async with httpx.AsyncClient(base_url=simulator.url) as http:
+            upstream = await http.get(
+                "/spend/logs/v2",
+                params=dict(request.query),
+                headers={"Authorization": request.headers["Authorization"]},
+            )
+        return web.Response(body=upstream.content, status=upstream.status_code)
+
+    return routes
+
+
+async def test_sort_rejected_read_again_without_it(simulator_factory, app_factory, client_factory):
+    simulator = await simulator_factory(rows=30)
+    queries: list[dict[str, str]] = []
+    url = await app_factory(sort_rejecting_routes(simulator, queries))
+    settings = settings_for(simulator).model_copy(
+        update={"litellm_url": url, "first_page_size": 50}
+    )
+    client = client_factory(settings)
+
+    first = await read_pages(client, sort_by="endTime")
+    second = await read_pages(client, sort_by="endTime")
+
+    assert first.error is None
+    assert first.ids == visible_ids(simulator)
+    assert second.ids == visible_ids(simulator)
+    assert client.sorts is False
+    assert [query.get("sort_by") for query in queries] == ["endTime", None, None]
 
 
 async def test_paging_offset_skips_leading_rows(simulator_factory, client_factory):

@@ -22,7 +22,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NoReturn
@@ -347,6 +347,10 @@ class Simulator:
         page_size = _positive_int(query, "page_size", 50, self.config.max_page_size)
         _check_sort(query)
         rows = self._select(query, start, end)
+        sort_key = SORT_KEYS.get(query.get("sort_by", "startTime"))
+        if sort_key is not None:
+            # Stable, like a sort without a tiebreaker on rows that are already newest first.
+            rows.sort(key=sort_key, reverse=True)
         if query.get("sort_order", "desc") == "asc":
             rows.reverse()
         total = min(len(rows), COUNT_CAP)
@@ -802,6 +806,17 @@ def _legacy_date(text: str) -> datetime:
         return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
     except ValueError as error:
         raise _proxy_error(500, f"/spend/logs Error({error})", "internal_server_error") from error
+
+
+# Sort keys of ``sort_by``. ``startTime`` is the order rows are kept in, and ``ttft_ms`` (time
+# to first token) is not generated, so both keep that order.
+SORT_KEYS: dict[str, Callable[[SimRow], Any]] = {
+    "endTime": lambda row: row.end,
+    "spend": lambda row: row.spend,
+    "total_tokens": lambda row: row.prompt_tokens + row.completion_tokens,
+    "request_duration_ms": lambda row: row.duration_ms,
+    "model": lambda row: row.profile.model,
+}
 
 
 def _check_sort(query: Any) -> None:
