@@ -2,9 +2,10 @@
 
 How it finds new rows, whatever the number of viewers:
 
-1. Every ``poll_interval`` it reads the rows whose ``startTime`` lies in the last ``poll_overlap``
-   seconds, because LiteLLM writes spend logs in batches and a long request is recorded after
-   shorter, later ones. Rows already seen (by request id) are left out.
+1. Every ``poll_interval``, from the start of one poll to the start of the next, it reads the
+   rows whose ``startTime`` lies in the last ``poll_overlap`` seconds, because LiteLLM writes
+   spend logs in batches and a long request is recorded after shorter, later ones. Rows already
+   seen (by request id) are left out.
 2. Before reading the window it asks for one row only, to learn LiteLLM's count for the window.
    When the count equals the rows it already knows there (unreadable rows included), the poll
    ends there, so a quiet proxy costs one tiny request per interval. Otherwise it reads the
@@ -95,6 +96,7 @@ class Poller:
         loop = asyncio.get_running_loop()
         with self.pacer:
             while True:
+                started = loop.time()
                 try:
                     delay = await self.poll_once()
                 except Exception as error:
@@ -102,7 +104,9 @@ class Poller:
                     logger.exception("Poll failed unexpectedly")
                     delay = self._backoff(None)
                     self.last_error = UpstreamError(f"the poll failed unexpectedly: {error!r}")
-                next_poll = loop.time() + delay
+                # Polls start every poll_interval, however long each takes. A backoff counts
+                # from the failure, so a Retry-After is waited in full.
+                next_poll = (loop.time() if self.failures else started) + delay
                 # The writers of the batch just published run first; a full garbage collection
                 # then takes its pause from the wait for the next poll.
                 await asyncio.sleep(0)

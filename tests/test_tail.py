@@ -4,6 +4,7 @@ rows, the hand-over from the backfill, and upstream faults while the streams sta
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -87,6 +88,28 @@ async def test_poller_stops_linger_after_last_stream(
 
     assert running_after_leave is True
     assert simulator.list_calls() == calls
+
+
+async def test_poller_starts_polls_at_fixed_rate(
+    simulator_factory: SimulatorFactory, server_factory: ServerFactory
+):
+    # Every request waits 0.2 s for its response, half the poll interval.
+    simulator = await simulator_factory(rows=5, latency_base=0.2)
+    client = await server_factory(simulator, **{**FAST_TAIL, "poll_interval": 0.4})
+    await open_to_done(client, limit="5")
+    await polls_pass(client, 6)
+    await simulator.wait_until_idle()
+
+    starts = sorted(
+        record.started for record in simulator.requests if record.query.get("page_size") == "1"
+    )
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+
+    assert len(gaps) >= 5
+    # Never two polls within one interval, and the next starts one interval after the last
+    # started, not after it ended (that would make the gaps 0.6 s).
+    assert min(gaps) >= 0.39
+    assert sorted(gaps)[len(gaps) // 2] < 0.5
 
 
 @pytest.mark.parametrize("streams", [1, 50])
