@@ -13,6 +13,7 @@ import asyncio
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,6 @@ from aria_stream.settings import Settings
 from bench.config import FanoutConfig
 from bench.procs import REPO_ROOT, ProcessGroup, RssSampler
 from bench.simctl import add_rows, requests_since
-from bench.stats import ratio
 
 READY_TIMEOUT = 180.0
 
@@ -42,16 +42,18 @@ async def produce(simulator_url: str, config: FanoutConfig) -> None:
             await add_rows(client, batch)
 
 
-def max_in_window(times: list[float], window: float) -> int:
-    """Return the largest number of ``times`` that fall within any span of ``window`` seconds."""
-    times = sorted(times)
-    best = 0
-    first = 0
-    for last, moment in enumerate(times):
-        while moment - times[first] >= window:
-            first += 1
-        best = max(best, last - first + 1)
-    return best
+def polls_per_interval(starts: list[float], interval: float) -> float | None:
+    """Return the polls per ``interval`` from the first start to the last, or None below two."""
+    if len(starts) < 2:
+        return None
+    starts = sorted(starts)
+    return (len(starts) - 1) / ((starts[-1] - starts[0]) / interval)
+
+
+def shortest_gap(starts: list[float]) -> float | None:
+    """Return the shortest time between two consecutive ``starts``, or None below two."""
+    starts = sorted(starts)
+    return min((later - earlier for earlier, later in pairwise(starts)), default=None)
 
 
 async def run(config: FanoutConfig) -> dict[str, Any]:
@@ -111,13 +113,19 @@ async def run(config: FanoutConfig) -> dict[str, Any]:
             raise RuntimeError(f"fan-out client exited with {client.returncode}")
         records = await requests_since(simulator.url, mark)
     result: dict[str, Any] = orjson.loads(out_path.read_bytes())
-    probes = [record["started"] for record in records if record["query"].get("page_size") == "1"]
+    # Polls after the measured period, while the client computed its result, are left out.
+    end = mark + elapsed
+    probes = [
+        record["started"]
+        for record in records
+        if record["query"].get("page_size") == "1" and record["started"] <= end
+    ]
     result.update(
         {
             "measured_seconds": elapsed,
             "polls": len(probes),
-            "polls_per_interval": ratio(len(probes), elapsed / config.poll_interval),
-            "max_polls_in_one_interval": max_in_window(probes, config.poll_interval),
+            "polls_per_interval": polls_per_interval(probes, config.poll_interval),
+            "shortest_poll_gap_s": shortest_gap(probes),
             "upstream_requests": len(records),
             "upstream_bytes": sum(record["bytes_sent"] for record in records),
             "server_rss_before_mb": rss_before_kb / 1024,
@@ -135,7 +143,8 @@ async def run(config: FanoutConfig) -> dict[str, Any]:
             "holds": p99 is not None and p99 < 0.25,
         },
         {
-            # Polls are counted by the time their count request reached the simulator.
+            # Polls are counted by the time their count request reached the simulator, from the
+            # first poll of the measured period to its last.
             "name": f"upstream polls per poll interval, {config.subscribers} subscribers",
             "target": "1 at most",
             "value": result["polls_per_interval"],

@@ -128,9 +128,10 @@ def table_rows(results: dict[str, Any]) -> list[Row]:
             ),
             (
                 "4 fan-out",
-                "polls per interval (max in one interval)",
+                "polls per interval (shortest gap between two)",
                 "",
-                f"{_num(result['polls_per_interval'])} ({result['max_polls_in_one_interval']})",
+                f"{_num(result['polls_per_interval'], digits=3)} "
+                f"({_num(_ms(result['shortest_poll_gap_s']), ' ms', 0)})",
                 f"{result['polls']} polls, {result['upstream_requests']} upstream requests",
             ),
             (

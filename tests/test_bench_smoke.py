@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from aria_stream.simulator import DEFAULT_KEY, Simulator
-from bench.fanout import max_in_window
+from bench.fanout import polls_per_interval, shortest_gap
 from bench.stats import percentile, summarize
 from tests.conftest import ServerFactory, SimulatorFactory
 from tests.sse import parse_events, rows_of
@@ -171,10 +171,15 @@ def test_bench_page_lists_results_and_targets(smoke):
     assert "| 3 pipeline | rows/s, v2 page |" in page
 
 
-def test_max_in_window_counts_densest_span():
-    assert max_in_window([0.0, 0.1, 0.25, 0.3, 0.31, 1.0], 0.1) == 3
-    assert max_in_window([0.0, 0.1, 0.2], 0.1) == 1
-    assert max_in_window([], 0.1) == 0
+def test_polls_per_interval_spans_first_to_last():
+    assert polls_per_interval([0.0, 0.1, 0.2, 0.3], 0.1) == pytest.approx(1.0)
+    assert polls_per_interval([0.3, 0.0, 0.2], 0.1) == pytest.approx(2 / 3)
+    assert polls_per_interval([0.5], 0.1) is None
+
+
+def test_shortest_gap_between_consecutive_starts():
+    assert shortest_gap([0.3, 0.0, 0.25, 0.1]) == pytest.approx(0.05)
+    assert shortest_gap([1.0]) is None
 
 
 def test_percentile_uses_nearest_rank():
