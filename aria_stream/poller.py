@@ -9,9 +9,9 @@ How it finds new rows, whatever the number of viewers:
 2. Before reading the window it asks for one row only, to learn LiteLLM's count for the window.
    When the count equals the rows it already knows there (unreadable rows included), the poll
    ends there, so a quiet proxy costs one tiny request per interval. Otherwise it reads the
-   window by end time, newest first, until it has found as many new rows as the count says. A
+   window by end time, newest first, until it has found as many new rows as the count reports. A
    row becomes visible when its request ends, so the new rows come first, and the first page
-   holds about as many rows as are missing: a busy window is not read whole.
+   contains about as many rows as are missing: a busy window is not read whole.
 3. When LiteLLM fails, it backs off exponentially with jitter (at least the ``Retry-After`` of a
    429, at most ``max_backoff``), tells every viewer once, and on recovery reads back to its last
    successful poll so no row recorded during the outage is lost.
@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 FUTURE_MARGIN = timedelta(days=1)
 # Request ids kept for de-duplication, at most; the oldest go first.
 SEEN_MAX = 500_000
-# Rows asked for beyond the missing ones, for rows recorded between the count and the read.
+# Rows requested beyond the missing ones, for rows recorded between the count and the read.
 PAGE_SLACK = 10
 
 
@@ -217,7 +217,7 @@ class Poller:
             pages = self.source.iter_pages(query, page_size=self.settings.page_size)
         else:
             # Rows become visible when their request ends, so sorted by end time the missing
-            # rows come first. The first page holds them and a few more that may have arrived
+            # rows come first. The first page contains them and a few more that may have arrived
             # since the count. The rest of the window is read only for rows recorded late, or
             # from a proxy that sorts by start time only, in pages that grow.
             first = min(self.settings.page_size, missing + PAGE_SLACK)

@@ -156,9 +156,10 @@ class LiteLLMClient:
         """Yield page events for rows matching ``query``, newest first, starting at ``offset``.
 
         ``sort_by`` names a column for LiteLLM to sort by, descending, in place of ``startTime``.
-        A proxy that rejects the parameter is asked again without it, and from then on never.
+        When the proxy rejects the parameter, the page is requested again without it, and later
+        requests leave it out.
 
-        Every page holds ``page_size`` rows when it is given. Otherwise the first page holds
+        Every page contains ``page_size`` rows when it is given. Otherwise the first page contains
         ``first_page_size`` rows (by default the setting of that name) and later pages grow.
 
         ``expected_rows`` is how many rows the caller expects to read. While a page streams,
@@ -683,6 +684,6 @@ class _Prefetch:
                 raise
             return
         except Exception:
-            # A failure of a page nobody reads any more is not the caller's failure.
+            # The caller no longer reads this page, so its failure is not the caller's error.
             return
         await response.aclose()

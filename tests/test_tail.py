@@ -145,7 +145,7 @@ def add_ended(
     return rows
 
 
-async def test_poller_reads_page_sized_to_missing_rows_in_busy_window(
+async def test_poller_page_sized_to_missing_rows(
     simulator: Simulator, server_factory: ServerFactory
 ):
     add_ended(simulator, spread(400, newest=2.0))
@@ -166,7 +166,7 @@ async def test_poller_reads_page_sized_to_missing_rows_in_busy_window(
     ]
 
     assert received == [oldest_first(fresh)]
-    # The 3 new rows, then the marker row: each read asks for the missing rows plus 10.
+    # The 3 new rows, then the marker row: each read requests the missing rows plus 10.
     assert sizes == [13, 11]
 
 
