@@ -164,6 +164,8 @@ class LiteLLMClient:
 
         ``expected_rows`` is how many rows the caller expects to read. While a page streams,
         the next one is requested if it starts within them, so LiteLLM builds it meanwhile.
+        NOTE: when the rows end before ``expected_rows``, the request for the page after the
+        last one is sent and then discarded.
 
         Rows are yielded as soon as they are parsed, so a caller sees the first row of a page
         while the rest of it is still arriving. The caller stops whenever it has enough rows;
