@@ -179,6 +179,20 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000
 
 
+# Unit at the end of a target -> (factor from the measured value, suffix to show).
+_TARGET_UNITS = {" ms": (1000.0, " ms"), " %": (100.0, " %"), " MB": (1.0, " MB"), "x": (1.0, "x")}
+
+
+def _measured(value: float | None, target: str) -> str:
+    """Format a measured value in the unit its target is written in (seconds as ms, shares as %)."""
+    if value is None:
+        return "n/a"
+    for suffix, (factor, unit) in _TARGET_UNITS.items():
+        if target.endswith(suffix):
+            return f"{value * factor:.4g}{unit}"
+    return f"{value:.4g}"
+
+
 def target_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     rows = []
     for name, scenario in results["scenarios"].items():
@@ -189,8 +203,7 @@ def target_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]
             rows.append((name, "scenario skipped", "", "", scenario["skipped"]))
             continue
         for target in scenario.get("targets", []):
-            value = target["value"]
-            measured = "n/a" if value is None else f"{value:.4g}"
+            measured = _measured(target["value"], target["target"])
             holds = "yes" if target["holds"] else "NO"
             rows.append((name, target["name"], target["target"], measured, holds))
     return rows

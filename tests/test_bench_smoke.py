@@ -21,6 +21,7 @@ import pytest
 
 from aria_stream.simulator import DEFAULT_KEY, Simulator
 from bench.fanout import polls_per_interval, shortest_gap
+from bench.report import _measured
 from bench.stats import percentile, summarize
 from tests.conftest import ServerFactory, SimulatorFactory
 from tests.sse import parse_events, rows_of
@@ -169,6 +170,21 @@ def test_bench_page_lists_results_and_targets(smoke):
         assert f"\n{heading}\n" in f"\n{page}"
     assert "| 1 backfill | time to first row |" in page
     assert "| 3 pipeline | rows/s, v2 page |" in page
+
+
+@pytest.mark.parametrize(
+    ("value", "target", "shown"),
+    [
+        (0.1584, "< 250 ms", "158.4 ms"),
+        (0.04738, "<= 5 %", "4.738 %"),
+        (3.148, "<= 30 MB", "3.148 MB"),
+        (42.46, ">= 20x", "42.46x"),
+        (0.9893, "1 at most", "0.9893"),
+        (None, "< 250 ms", "n/a"),
+    ],
+)
+def test_measured_value_shown_in_target_unit(value, target, shown):
+    assert _measured(value, target) == shown
 
 
 def test_polls_per_interval_spans_first_to_last():
