@@ -28,7 +28,15 @@ NEVER = 2**30
 
 
 class CollectionPacer:
-    """Scheduler of full collections: on request, at most every ``every`` seconds, while entered."""
+    """Scheduler of full collections: on request, at most every ``every`` seconds, while entered.
+
+    Pacers share the collector of the process: full collections stay with the pacers while any
+    of them is entered, and the collector's thresholds come back when the last one leaves.
+    """
+
+    # Pacers entered in this process, and the collector's thresholds from before the first.
+    _entered_count = 0
+    _saved: tuple[int, ...] | None = None
 
     def __init__(
         self,
@@ -38,13 +46,19 @@ class CollectionPacer:
         self.every = every
         self.clock = clock
         self.collections = 0
-        self._saved: tuple[int, ...] | None = None
+        self._entered = False
         self._last = 0.0
 
     def __enter__(self) -> CollectionPacer:
-        self._saved = gc.get_threshold()
-        if len(self._saved) == 3:
-            gc.set_threshold(self._saved[0], self._saved[1], NEVER)
+        if self._entered:
+            raise RuntimeError("this CollectionPacer is already entered")
+        cls = CollectionPacer
+        if cls._entered_count == 0:
+            cls._saved = gc.get_threshold()
+            if len(cls._saved) == 3:
+                gc.set_threshold(cls._saved[0], cls._saved[1], NEVER)
+        cls._entered_count += 1
+        self._entered = True
         self._last = self.clock()
         return self
 
@@ -54,13 +68,18 @@ class CollectionPacer:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._saved is not None:
-            gc.set_threshold(*self._saved)
-            self._saved = None
+        if not self._entered:
+            return
+        self._entered = False
+        cls = CollectionPacer
+        cls._entered_count -= 1
+        if cls._entered_count == 0 and cls._saved is not None:
+            gc.set_threshold(*cls._saved)
+            cls._saved = None
 
     def collect_if_due(self) -> bool:
         """Run a full collection if the last one is ``every`` seconds old; return True if it ran."""
-        if self._saved is None or self.clock() - self._last < self.every:
+        if not self._entered or self.clock() - self._last < self.every:
             return False
         started = time.perf_counter()
         gc.collect()

@@ -46,6 +46,21 @@ def test_pacer_disables_then_restores_full_collections():
     assert gc.get_threshold() == before
 
 
+def test_pacers_restore_collector_when_last_leaves():
+    before = gc.get_threshold()
+    first = CollectionPacer()
+    second = CollectionPacer()
+
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    paced_by_second = gc.get_threshold()
+    second.__exit__(None, None, None)
+
+    assert paced_by_second == (before[0], before[1], NEVER)
+    assert gc.get_threshold() == before
+
+
 def test_pacer_collects_old_garbage_only_when_due():
     clock = Clock()
     with CollectionPacer(every=10.0, clock=clock) as pacer:
