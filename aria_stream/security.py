@@ -353,7 +353,7 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         raise
     finally:
         level = logging.DEBUG if request.path in QUIET_PATHS else logging.INFO
-        sent = _body_size(response)
+        sent = _body_size(request, response)
         settings = request.app[security_key].settings
         access_logger.log(
             level,
@@ -368,11 +368,13 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         )
 
 
-def _body_size(response: web.StreamResponse | None) -> int:
-    if response is None:
-        return 0
-    if response.prepared:
+def _body_size(request: web.Request, response: web.StreamResponse | None) -> int:
+    if response is not None and response.prepared and response.body_length:
         return response.body_length
+    if response is None or response.prepared:
+        # A stream the client left has no response here, or no final length: the connection's
+        # writer counted the body bytes it sent.
+        return int(getattr(request.writer, "output_size", 0))
     if isinstance(response, web.Response) and isinstance(response.body, bytes):
         return len(response.body)
     return 0

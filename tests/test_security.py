@@ -21,6 +21,7 @@ from aria_stream.settings import Settings
 from aria_stream.simulator import Simulator
 from tests.conftest import ServerFactory, settings_for
 from tests.sse import read_events, rows_of
+from tests.tail_support import eventually
 
 TOKEN = "viewer-token-0123456789abcdef"
 WRONG = "viewer-token-wrong-0000000000"
@@ -761,6 +762,29 @@ async def test_access_log_records_status_and_client(
     [record] = [r for r in caplog.records if r.name == "aria_stream.access"]
     assert record.levelno == logging.INFO
     assert record.getMessage().startswith('[abc123] 127.0.0.1 "GET /api/spend/logs?limit=0" 400 ')
+
+
+async def test_access_log_counts_bytes_of_stream_client_left(
+    server: TestClient, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.INFO, logger="aria_stream.access")
+    response = await server.get("/api/spend/stream", params={"limit": "5"})
+    received = 0
+    while b"event: done" not in (chunk := await response.content.read(65536)) and chunk:
+        received += len(chunk)
+    received += len(chunk)
+    response.close()
+
+    def stream_lines() -> list[str]:
+        messages = [record.getMessage() for record in caplog.records]
+        return [message for message in messages if "/api/spend/stream" in message]
+
+    await eventually(lambda: bool(stream_lines()), "the stream was logged")
+    [line] = stream_lines()
+
+    sent = int(line.split('" aborted ')[1].split(" bytes")[0])
+    assert '"GET /api/spend/stream?limit=5" aborted ' in line
+    assert sent >= received > 0
 
 
 async def test_access_log_probes_at_debug(server: TestClient, caplog: pytest.LogCaptureFixture):
