@@ -60,8 +60,9 @@ class Settings(BaseSettings):
         default=5,
         ge=1,
         le=1000,
-        description="Rows in the first upstream page of a backfill; later pages double up to "
-        "page_size, so the first rows arrive before LiteLLM builds a large page.",
+        description="Rows in the first upstream page of a backfill; later pages grow by "
+        "doubling (5, 5, 10, 20, ...) up to page_size, so the first rows arrive before LiteLLM "
+        "builds a large page.",
     )
     backfill_cap: int = Field(
         default=10000,
@@ -102,8 +103,8 @@ class Settings(BaseSettings):
     poll_overlap: float = Field(
         default=120.0,
         ge=0,
-        description="Seconds each poll reaches back before the newest row, because LiteLLM "
-        "writes rows in batches and a long request shows up after shorter later ones.",
+        description="Seconds each poll reaches back from its start, because LiteLLM writes rows "
+        "in batches and a long request shows up after shorter later ones.",
     )
     poller_linger: float = Field(
         default=30.0,
@@ -141,8 +142,8 @@ class Settings(BaseSettings):
     ready_max_age: float = Field(
         default=60.0,
         gt=0,
-        description="Seconds since the last successful LiteLLM call after which /readyz "
-        "answers 503.",
+        description="Seconds a successful LiteLLM call keeps /readyz at 200; after that "
+        "/readyz requests one row from LiteLLM and answers 503 if that fails.",
     )
     log_level: str = Field(default="INFO", description="Log level: DEBUG, INFO, WARNING or ERROR.")
     auth_token: SecretStr | None = Field(

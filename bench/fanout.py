@@ -113,13 +113,10 @@ async def run(config: FanoutConfig) -> dict[str, Any]:
             raise RuntimeError(f"fan-out client exited with {client.returncode}")
         records = await requests_since(simulator.url, mark)
     result: dict[str, Any] = orjson.loads(out_path.read_bytes())
-    # Polls after the measured period, while the client computed its result, are left out.
+    # Requests after the measured period, while the client computed its result, are left out.
     end = mark + elapsed
-    probes = [
-        record["started"]
-        for record in records
-        if record["query"].get("page_size") == "1" and record["started"] <= end
-    ]
+    records = [record for record in records if record["started"] <= end]
+    probes = [record["started"] for record in records if record["query"].get("page_size") == "1"]
     result.update(
         {
             "measured_seconds": elapsed,
