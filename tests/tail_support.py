@@ -120,12 +120,27 @@ def add_rows(
     simulator: Simulator, starts: list[datetime], *, visible_in: float = 0.0
 ) -> list[SimRow]:
     """Add generated rows that started at ``starts`` and become visible in ``visible_in`` s."""
-    visible_at = time.time() + visible_in
+    rows = [simulator.factory.make(start) for start in starts]
+    return _show(simulator, rows, time.time() + visible_in)
+
+
+def add_ended(
+    simulator: Simulator, ends: list[datetime], *, duration_ms: int | None = None
+) -> list[SimRow]:
+    """Add rows whose requests ended at ``ends``, visible now, as LiteLLM records them."""
     rows = []
-    for start in starts:
-        row = simulator.factory.make(start)
-        row.visible_at = visible_at
+    for end in ends:
+        row = simulator.factory.make(end)
+        if duration_ms is not None:
+            row.duration_ms = duration_ms
+        row.start = end - timedelta(milliseconds=row.duration_ms)
         rows.append(row)
+    return _show(simulator, rows, time.time())
+
+
+def _show(simulator: Simulator, rows: list[SimRow], visible_at: float) -> list[SimRow]:
+    for row in rows:
+        row.visible_at = visible_at
     simulator.add_rows(rows)
     return rows
 

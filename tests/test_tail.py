@@ -8,10 +8,10 @@ import itertools
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient
 
 from aria_stream.broker import LocalBroker
 from aria_stream.errors import UpstreamRateLimited, UpstreamServerError
@@ -25,6 +25,7 @@ from tests.conftest import ServerFactory, SimulatorFactory
 from tests.tail_support import (
     FAST_TAIL,
     StreamReader,
+    add_ended,
     add_rows,
     ago,
     all_live,
@@ -128,42 +129,38 @@ async def test_poller_one_request_per_quiet_poll(
     assert len(tail_of(client).subscribers) == len(readers)
 
 
-def add_ended(
-    simulator: Simulator, ends: list[datetime], *, duration_ms: int | None = None
-) -> list[SimRow]:
-    """Add rows whose requests ended at ``ends``, visible now, as LiteLLM records them."""
-    visible_at = time.time()
-    rows = []
-    for end in ends:
-        row = simulator.factory.make(end)
-        if duration_ms is not None:
-            row.duration_ms = duration_ms
-        row.start = end - timedelta(milliseconds=row.duration_ms)
-        row.visible_at = visible_at
-        rows.append(row)
-    simulator.add_rows(rows)
-    return rows
-
-
-async def test_poller_page_sized_to_missing_rows(
+async def busy_tail(
     simulator: Simulator, server_factory: ServerFactory
-):
+) -> tuple[TestClient, StreamReader]:
+    """Start one live stream over a window of 400 rows; return its client and reader."""
     add_ended(simulator, spread(400, newest=2.0))
     client = await server_factory(simulator, **FAST_TAIL)
     reader = await open_to_done(client, limit="5")
     await all_live(client, 1)
     await polls_pass(client, 1)
     await simulator.wait_until_idle()
+    return client, reader
+
+
+def window_reads(simulator: Simulator, since: float) -> list[dict[str, str]]:
+    """Return the queries of the poller's reads (not its counts) logged from ``since`` on."""
+    return [
+        record.query
+        for record in simulator.requests
+        if record.at >= since and record.query.get("page_size", "1") != "1"
+    ]
+
+
+async def test_poller_page_sized_to_missing_rows(
+    simulator: Simulator, server_factory: ServerFactory
+):
+    client, reader = await busy_tail(simulator, server_factory)
     mark = time.monotonic()
 
     fresh = add_ended(simulator, spread(3, newest=0.5))
     received = await read_exactly(client, simulator, [reader], request_ids(fresh), polls=1)
     await simulator.wait_until_idle()
-    sizes = [
-        int(record.query["page_size"])
-        for record in simulator.requests
-        if record.at >= mark and record.query.get("page_size", "1") != "1"
-    ]
+    sizes = [int(query["page_size"]) for query in window_reads(simulator, mark)]
 
     assert received == [oldest_first(fresh)]
     # The 3 new rows, then the marker row: each read requests the missing rows plus 10.
@@ -173,24 +170,14 @@ async def test_poller_page_sized_to_missing_rows(
 async def test_poller_finds_late_row_on_first_page(
     simulator: Simulator, server_factory: ServerFactory
 ):
-    add_ended(simulator, spread(400, newest=2.0))
-    client = await server_factory(simulator, **FAST_TAIL)
-    reader = await open_to_done(client, limit="5")
-    await all_live(client, 1)
-    await polls_pass(client, 1)
-
-    await simulator.wait_until_idle()
+    client, reader = await busy_tail(simulator, server_factory)
     mark = time.monotonic()
 
     # A request of 4.3 s that just ended: about 300 rows of the window started after it.
     late = add_ended(simulator, [ago(0.2)], duration_ms=4300)
     received = await read_exactly(client, simulator, [reader], request_ids(late), polls=1)
     await simulator.wait_until_idle()
-    reads = [
-        record.query
-        for record in simulator.requests
-        if record.at >= mark and record.query.get("page_size", "1") != "1"
-    ]
+    reads = window_reads(simulator, mark)
 
     assert received == [request_ids(late)]
     # Sorted by end time, the late row and then the marker row each lie on the first page.

@@ -199,7 +199,7 @@ async def test_endpoint_v2_used_first(simulator_factory, client_factory):
     assert reading.events[0] == PageStart("v2", 1, 50)
 
 
-async def test_pages_default_start_at_five_rows_then_grow(simulator_factory, client_factory):
+async def test_pages_default_start_at_five_rows(simulator_factory, client_factory):
     simulator = await simulator_factory(rows=30)
     client = client_factory(simulator)
 
@@ -373,7 +373,7 @@ async def test_paging_fixed_page_size_never_doubles(simulator_factory, client_fa
     ]
 
 
-async def test_prefetch_sends_next_page_while_current_streams(simulator_factory, client_factory):
+async def test_prefetch_overlaps_next_page_request(simulator_factory, client_factory):
     # Each page waits 0.1 s before its first byte and then streams for about 0.25 s.
     simulator = await simulator_factory(rows=50, latency_base=0.1, bandwidth=1_000_000)
     client = client_factory(simulator, first_page_size=20, page_size=20)
@@ -419,7 +419,7 @@ async def test_prefetch_closed_when_caller_stops_early(simulator_factory, client
     assert [record.completed for record in page_two] == [False]
 
 
-async def test_prefetch_failure_unread_page_raises_nothing(simulator_factory, client_factory):
+async def test_prefetch_failure_ignored_when_unread(simulator_factory, client_factory):
     # Page 1 streams for about 0.6 s, long enough for the request for page 2 to fail.
     simulator = await simulator_factory(rows=100, bandwidth=200_000)
     client = client_factory(simulator, first_page_size=10, page_size=10)
@@ -443,7 +443,7 @@ async def test_prefetch_failure_unread_page_raises_nothing(simulator_factory, cl
     assert sum(len(event.rows) for event in events if isinstance(event, RowBatch)) == 10
 
 
-async def test_prefetch_failure_raised_when_page_is_read(simulator_factory, client_factory):
+async def test_prefetch_failure_raised_when_read(simulator_factory, client_factory):
     simulator = await simulator_factory(rows=100)
     client = client_factory(simulator, first_page_size=10, page_size=10, max_backoff=0.1)
     events: list[PageEvent] = []
@@ -463,7 +463,7 @@ async def test_prefetch_failure_raised_when_page_is_read(simulator_factory, clie
     assert sum(len(event.rows) for event in events if isinstance(event, RowBatch)) == 10
 
 
-async def test_sort_by_sent_descending_and_rows_follow_it(simulator_factory, client_factory):
+async def test_sort_by_sent_and_followed(simulator_factory, client_factory):
     simulator = await simulator_factory(rows=40)
     client = client_factory(simulator, first_page_size=20, page_size=20)
 
@@ -503,7 +503,7 @@ def sort_rejecting_routes(simulator: Simulator, queries: list[dict[str, str]]) -
     return routes
 
 
-async def test_sort_rejected_read_again_without_it(simulator_factory, app_factory, client_factory):
+async def test_sort_rejected_retries_without_sort(simulator_factory, app_factory, client_factory):
     simulator = await simulator_factory(rows=30)
     queries: list[dict[str, str]] = []
     url = await app_factory(sort_rejecting_routes(simulator, queries))
